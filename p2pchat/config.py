@@ -1,0 +1,38 @@
+"""Protocol constants and limits shared by every layer (no I/O, no imports of ours)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Protocol versions this build speaks, newest first.
+SUPPORTED_VERSIONS: Final = (1,)
+PROTOCOL_VERSION: Final = 1
+
+#: Protocol name, hashed into every transcript and used as the HKDF salt's source.
+PROTOCOL_NAME: Final = b"p2pchat/1 RSA3072-OAEP-SHA256 X25519 HKDF-SHA256 AES256GCM"
+
+#: DNS-SD service type advertised by hosts.
+SERVICE_TYPE: Final = "_p2pchat._tcp.local."
+
+#: Largest frame body accepted once registered (bytes, after the 4-byte prefix).
+MAX_FRAME: Final = 1 << 20
+#: Largest frame body accepted before registration completes.
+MAX_FRAME_UNREGISTERED: Final = 4096
+
+#: RSA identity keys: accepted modulus sizes and the one public exponent.
+RSA_BITS: Final = 3072
+RSA_MIN_BITS: Final = 3072
+RSA_MAX_BITS: Final = 8192
+RSA_EXPONENT: Final = 65537
+
+#: Largest display name, in UTF-8 bytes.
+MAX_NAME_BYTES: Final = 64
+#: Largest chat message text, in UTF-8 bytes.
+MAX_TEXT_BYTES: Final = 64 * 1024
+
+#: Records sealed under one traffic key before both sides move to the next
+#: (far below AES-GCM's 2**24.5 full-size-record limit, RFC 8446 section 5.5).
+REKEY_INTERVAL: Final = 1 << 20
+
+#: Seconds an end-to-end handshake may take from its first message.
+HANDSHAKE_TIMEOUT: Final = 15.0
