@@ -1,0 +1,442 @@
+"""This device's identity key and the store of pinned peers, on disk.
+
+This is the only module that reads or writes the key file and the pin store.
+Everything lives in one home directory (:func:`resolve_home`):
+
+* ``identity.pem``: our RSA private key, PKCS#8 PEM, optionally encrypted
+  with a passphrase; mode 0600.
+* ``known_peers.json``: the fingerprints we have seen (trust on first use),
+  under the name each last used; mode 0600.
+
+Both files are written atomically: a private temporary file in the same
+directory, flushed to disk, then renamed over the old one. Key material is
+never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import math
+import os
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from p2pchat.config import RSA_BITS, RSA_EXPONENT, RSA_MAX_BITS, RSA_MIN_BITS
+from p2pchat.errors import ConfigError, IdentityError, TrustError
+from p2pchat.proto.keys import (
+    FINGERPRINT_LEN,
+    fingerprint,
+    format_fingerprint,
+    parse_fingerprint,
+    public_der,
+)
+
+__all__ = [
+    "ENV_HOME",
+    "ENV_PASSPHRASE",
+    "IDENTITY_FILE",
+    "TRUST_FILE",
+    "Identity",
+    "Pin",
+    "TrustStore",
+    "Verdict",
+    "load_identity",
+    "resolve_home",
+]
+
+ENV_HOME = "P2PCHAT_HOME"
+ENV_PASSPHRASE = "P2PCHAT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+IDENTITY_FILE = "identity.pem"
+TRUST_FILE = "known_peers.json"
+_STORE_VERSION = 1
+_POSIX = os.name == "posix"
+
+log = logging.getLogger("p2pchat.identity")
+
+
+# --- files -------------------------------------------------------------------
+
+
+def resolve_home(arg: str | os.PathLike[str] | None) -> Path:
+    """The home directory: ``arg`` (``--home``) if given, else ``$P2PCHAT_HOME``,
+    else the platform's per-user data directory. Created (mode 0700) if missing;
+    raises ConfigError if it cannot be created or is not a directory."""
+    if arg is not None and os.fspath(arg):
+        raw: str | os.PathLike[str] = arg
+    elif os.environ.get(ENV_HOME):
+        raw = os.environ[ENV_HOME]
+    else:
+        raw = platformdirs.user_data_dir("p2pchat", appauthor=False)
+    home = Path(raw).expanduser()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"p2pchat home {home} exists but is not a directory")
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create p2pchat home {home}: {exc.strerror or exc}") from exc
+    return home
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``: write a temporary file created
+    with mode 0600 in the same directory, fsync it, then rename it into place.
+    Raises OSError; the temporary file never outlives a failure."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if _POSIX:  # make the rename itself durable
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def _tighten_permissions(path: Path) -> None:
+    """On POSIX, make ``path`` 0600 if group or others have any access to it."""
+    if not _POSIX:
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        log.warning(
+            "%s is accessible by other users (mode %04o) and could not be made 0600: %s",
+            path,
+            mode,
+            exc.strerror or exc,
+        )
+    else:
+        log.warning("%s was accessible by other users (mode %04o); changed to 0600", path, mode)
+
+
+# --- identity ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """This device's identity: its RSA private key and the derived public values."""
+
+    private_key: rsa.RSAPrivateKey = field(repr=False)
+    public_der: bytes = field(repr=False)  #: SubjectPublicKeyInfo DER
+    fingerprint: bytes  #: SHA-256 of :attr:`public_der`
+
+    @property
+    def fingerprint_text(self) -> str:
+        """The fingerprint as people compare it (``ABCD-EFGH-...``)."""
+        return format_fingerprint(self.fingerprint)
+
+    def __repr__(self) -> str:
+        return f"Identity(fingerprint={self.fingerprint_text!r})"
+
+    @classmethod
+    def from_key(cls, key: rsa.RSAPrivateKey) -> Identity:
+        der = public_der(key.public_key())
+        return cls(private_key=key, public_der=der, fingerprint=fingerprint(der))
+
+
+def _generate_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=RSA_EXPONENT, key_size=RSA_BITS)
+
+
+def load_identity(home: Path, *, passphrase: bytes | None = None, create: bool = True) -> Identity:
+    """Load ``home/identity.pem``, or generate and save a new RSA-3072 key if the
+    file is missing and ``create`` is true.
+
+    ``passphrase`` (else ``$P2PCHAT_PASSPHRASE``, UTF-8; empty means none)
+    decrypts the file, or encrypts a newly created one. Raises IdentityError if
+    the file cannot be read or written, is encrypted and no or the wrong
+    passphrase is given, or does not hold an RSA key of 3072 to 8192 bits with
+    public exponent 65537."""
+    if passphrase is None and (env := os.environ.get(ENV_PASSPHRASE)):
+        passphrase = env.encode("utf-8")
+    passphrase = passphrase or None
+    path = home / IDENTITY_FILE
+    try:
+        exists = path.exists()
+        if not exists and create:
+            return _create_identity(path, passphrase)
+        if not exists:
+            raise IdentityError(f"no identity key at {path}")
+        _tighten_permissions(path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"cannot access identity key {path}: {exc.strerror or exc}") from exc
+    return Identity.from_key(_parse_key(path, data, passphrase))
+
+
+def _create_identity(path: Path, passphrase: bytes | None) -> Identity:
+    key = _generate_key()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    _write_private(path, pem)
+    identity = Identity.from_key(key)
+    log.info(
+        "created new identity key %s (%s), fingerprint %s",
+        path,
+        "passphrase-protected" if passphrase else "not encrypted",
+        identity.fingerprint_text,
+    )
+    return identity
+
+
+def _parse_key(path: Path, data: bytes, passphrase: bytes | None) -> rsa.RSAPrivateKey:
+    try:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except TypeError:  # the file is encrypted
+            if passphrase is None:
+                raise IdentityError(
+                    f"identity key {path} is passphrase-protected: set {ENV_PASSPHRASE} "
+                    "or supply the passphrase"
+                ) from None
+            try:
+                key = serialization.load_pem_private_key(data, password=passphrase)
+            except (TypeError, ValueError):
+                raise IdentityError(
+                    f"wrong passphrase for identity key {path} (or the file is damaged)"
+                ) from None
+        else:
+            if passphrase is not None:
+                log.warning("identity key %s is not encrypted; passphrase ignored", path)
+    except (ValueError, UnsupportedAlgorithm):
+        raise IdentityError(f"{path} does not hold a PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise IdentityError(f"identity key {path} is not an RSA key")
+    bits = key.key_size
+    if not RSA_MIN_BITS <= bits <= RSA_MAX_BITS:
+        raise IdentityError(
+            f"identity key {path} has {bits} bits (accepted: {RSA_MIN_BITS} to {RSA_MAX_BITS})"
+        )
+    if key.private_numbers().public_numbers.e != RSA_EXPONENT:
+        raise IdentityError(f"identity key {path} has a public exponent other than {RSA_EXPONENT}")
+    return key
+
+
+# --- pinned peers ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A peer key we have seen: its fingerprint and the name it last used."""
+
+    fingerprint: bytes
+    name: str  #: name last seen
+    first_seen: float  #: unix time
+    last_seen: float  #: unix time
+    verified: bool  #: the user compared the fingerprint out of band
+
+
+class Verdict(enum.Enum):
+    """What a (name, fingerprint) pair means against the pins."""
+
+    NEW = "new"  #: neither the fingerprint nor the name is pinned
+    KNOWN = "known"  #: the fingerprint is pinned (whatever its name)
+    NAME_MISMATCH = "name_mismatch"  #: the name is pinned under another fingerprint
+
+
+class TrustStore:
+    """The pinned peers in ``known_peers.json``::
+
+        {"version": 1, "peers": {"<hex fp>": {"name": ..., "first_seen": ...,
+                                              "last_seen": ..., "verified": bool}}}
+
+    Every method reads the file afresh, so processes sharing a home see each
+    other's changes. A mutation re-reads the file, applies the change and
+    rewrites the whole file atomically: two processes mutating at the very same
+    moment can lose one change (the last writer wins for the whole file), but
+    never leave a torn file. A file that does not parse raises IdentityError
+    and is never overwritten.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._read()  # fail early on a corrupt file
+
+    @classmethod
+    def open(cls, home: Path) -> TrustStore:
+        return cls(home / TRUST_FILE)
+
+    # queries
+
+    def get(self, fp: bytes) -> Pin | None:
+        return self._refresh().get(fp)
+
+    def by_name(self, name: str) -> list[Pin]:
+        """The pins whose last seen name is exactly ``name``, oldest first."""
+        pins = [p for p in self._refresh().values() if p.name == name]
+        return sorted(pins, key=lambda p: (p.first_seen, p.fingerprint))
+
+    def check(self, name: str, fp: bytes) -> Verdict:
+        peers = self._refresh()
+        if fp in peers:
+            return Verdict.KNOWN
+        if any(p.name == name for p in peers.values()):
+            return Verdict.NAME_MISMATCH
+        return Verdict.NEW
+
+    def all(self) -> list[Pin]:
+        """Every pin, sorted by name (then fingerprint)."""
+        return sorted(self._refresh().values(), key=lambda p: (p.name, p.fingerprint))
+
+    # mutations
+
+    def pin(self, name: str, fp: bytes, *, now: float | None = None) -> Pin:
+        """Pin ``fp`` under ``name``, or update the name and last_seen of an
+        existing pin (first_seen and verified are kept). Persists."""
+        _check_fp(fp)
+        when = time.time() if now is None else now
+        with self._mutate() as peers:
+            old = peers.get(fp)
+            if old is None:
+                new = Pin(fp, name, first_seen=when, last_seen=when, verified=False)
+            else:
+                new = replace(old, name=name, last_seen=when)
+            peers[fp] = new
+        return new
+
+    def set_verified(self, fp: bytes, verified: bool = True) -> Pin:
+        """Mark a pinned fingerprint as verified (or not). Raises TrustError if
+        ``fp`` is not pinned. Persists."""
+        with self._mutate() as peers:
+            old = peers.get(fp)
+            if old is None:
+                raise TrustError(f"no pinned peer has fingerprint {format_fingerprint(fp)}")
+            peers[fp] = new = replace(old, verified=verified)
+        return new
+
+    def forget(self, name_or_fp: str) -> list[Pin]:
+        """Remove the pins named exactly ``name_or_fp``, and the pin whose
+        fingerprint it is (any form :func:`parse_fingerprint` accepts). Returns
+        the removed pins; raises TrustError if nothing matched. Persists."""
+        try:
+            fp: bytes | None = parse_fingerprint(name_or_fp)
+        except ConfigError:
+            fp = None
+        with self._mutate() as peers:
+            gone = [p for p in peers.values() if p.name == name_or_fp or p.fingerprint == fp]
+            if not gone:
+                raise TrustError(f"no pinned peer is named or has fingerprint {name_or_fp!r}")
+            for p in gone:
+                del peers[p.fingerprint]
+        return sorted(gone, key=lambda p: (p.name, p.fingerprint))
+
+    # file
+
+    def _refresh(self) -> dict[bytes, Pin]:
+        with self._lock:
+            return self._read()
+
+    @contextlib.contextmanager
+    def _mutate(self) -> Iterator[dict[bytes, Pin]]:
+        """Re-read the file, let the caller change a copy, then write it (only
+        if the caller did not raise)."""
+        with self._lock:
+            peers = dict(self._read())
+            yield peers
+            self._write(peers)
+
+    def _read(self) -> dict[bytes, Pin]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise IdentityError(
+                f"cannot read trust store {self.path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            return _decode_store(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise IdentityError(
+                f"trust store {self.path} is corrupt ({detail}); fix it or move it away"
+            ) from None
+
+    def _write(self, peers: dict[bytes, Pin]) -> None:
+        doc = {
+            "version": _STORE_VERSION,
+            "peers": {
+                fp.hex(): {
+                    "name": p.name,
+                    "first_seen": p.first_seen,
+                    "last_seen": p.last_seen,
+                    "verified": p.verified,
+                }
+                for fp, p in sorted(peers.items())
+            },
+        }
+        data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            _write_private(self.path, data)
+        except OSError as exc:
+            raise IdentityError(
+                f"cannot write trust store {self.path}: {exc.strerror or exc}"
+            ) from exc
+
+
+def _check_fp(fp: bytes) -> None:
+    if not isinstance(fp, bytes) or len(fp) != FINGERPRINT_LEN:
+        raise ValueError(f"a fingerprint is {FINGERPRINT_LEN} bytes")
+
+
+def _decode_store(raw: bytes) -> dict[bytes, Pin]:
+    """Parse and check the store's JSON; raises ValueError/TypeError/KeyError."""
+    doc: Any = json.loads(raw.decode("utf-8"))
+    if not isinstance(doc, dict):
+        raise TypeError("not a JSON object")
+    if doc.get("version") != _STORE_VERSION:
+        raise ValueError(f"unknown version {doc.get('version')!r}")
+    entries = doc["peers"]
+    if not isinstance(entries, dict):
+        raise TypeError("'peers' is not an object")
+    peers: dict[bytes, Pin] = {}
+    for key, entry in entries.items():
+        fp = bytes.fromhex(key)
+        if len(fp) != FINGERPRINT_LEN:
+            raise ValueError(f"bad fingerprint {key!r}")
+        if not isinstance(entry, dict):
+            raise TypeError(f"entry {key!r} is not an object")
+        name, verified = entry["name"], entry["verified"]
+        first, last = entry["first_seen"], entry["last_seen"]
+        if not isinstance(name, str) or not isinstance(verified, bool):
+            raise TypeError(f"entry {key!r} has a bad name or verified flag")
+        for t in (first, last):
+            if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+                raise TypeError(f"entry {key!r} has a bad time")
+        peers[fp] = Pin(fp, name, float(first), float(last), verified)
+    return peers
