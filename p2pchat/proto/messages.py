@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from p2pchat.config import MAX_NAME_BYTES, MAX_TEXT_BYTES
-from p2pchat.errors import HandshakeError, MalformedFrameError, RemoteProtocolError
+from p2pchat.errors import HandshakeError, MalformedFrameError, P2PChatError, RemoteProtocolError
 from p2pchat.proto.framing import PREFIX, pack, unpack
 
 __all__ = [
@@ -87,7 +87,7 @@ def _is_unsafe(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "CZ" and ch != " "
 
 
-def check_name(name: object, err: type[RemoteProtocolError] = MalformedFrameError) -> str:
+def check_name(name: object, err: type[P2PChatError] = MalformedFrameError) -> str:
     """A display name: 1 to 64 UTF-8 bytes, no control or formatting characters,
     no leading or trailing space."""
     if not isinstance(name, str):
@@ -99,7 +99,7 @@ def check_name(name: object, err: type[RemoteProtocolError] = MalformedFrameErro
     return name
 
 
-def check_text(text: object, err: type[RemoteProtocolError] = MalformedFrameError) -> str:
+def check_text(text: object, err: type[P2PChatError] = MalformedFrameError) -> str:
     """Chat text: a string of at most 64 KiB in UTF-8 (display code escapes control characters)."""
     if not isinstance(text, str):
         raise err("text is not a string")
@@ -142,6 +142,7 @@ class Welcome:
     version: int
     peer_id: int
     peers: tuple[PeerEntry, ...]
+    host: int | None = None  #: id of the relay owner's own participant, if registered
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -149,6 +150,7 @@ class Welcome:
             "version": self.version,
             "id": self.peer_id,
             "peers": [p.to_wire() for p in self.peers],
+            "host": self.host,
         }
 
 
@@ -256,10 +258,12 @@ def _parse_hello(m: dict[str, Any]) -> Hello:
 
 def _parse_welcome(m: dict[str, Any]) -> Welcome:
     peers = _field(m, "peers", list, _E)
+    host = m.get("host")
     return Welcome(
         _uint(m, "version", _E, 2**16 - 1),
         _uint(m, "id", _E, MAX_PEER_ID),
         tuple(_peer(p) for p in peers),
+        None if host is None else _uint(m, "host", _E, MAX_PEER_ID),
     )
 
 
@@ -286,7 +290,9 @@ def parse_frame(obj: Any) -> Frame:
     """Validate one decoded frame body."""
     if not isinstance(obj, dict):
         raise _E("frame body is not a map")
-    parser = _PARSERS.get(obj.get("t"))
+    kind = obj.get("t")
+    # only a str can name a frame type (an unhashable list/map here would raise TypeError)
+    parser = _PARSERS.get(kind) if type(kind) is str else None
     if parser is None:
         raise _E("frame of unknown type")
     frame: Frame = parser(obj)

@@ -1,0 +1,248 @@
+"""Command line: ``p2pchat host|join|discover|id|trust``.
+
+Every expected failure is one clear line on stderr and a non-zero exit code:
+1 general failure (peer left, connection lost, incompatible version), 2 no
+host found / several hosts and none named / bad usage, 3 a key mismatch or a
+peer refused by trust settings, 4 messages not delivered within --timeout.
+Heavy modules (zeroconf, prompt_toolkit, the protocol) load only when a
+command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from p2pchat import __version__
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USAGE = 2
+
+
+def _fingerprint_arg(text: str) -> bytes:
+    from p2pchat.errors import ConfigError
+    from p2pchat.proto.keys import parse_fingerprint
+
+    try:
+        return parse_fingerprint(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return int(text)
+
+
+def _default_name() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "someone"
+    host = socket.gethostname().split(".")[0]
+    return f"{user}@{host}"[:64] if host else user[:64]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        metavar="DIR",
+        help="directory holding this identity's key and pins "
+        "(default: $P2PCHAT_HOME, else the user data directory)",
+    )
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    common.add_argument("--log-file", metavar="PATH", help="write logs to PATH (no secrets)")
+
+    net = argparse.ArgumentParser(add_help=False)
+    net.add_argument(
+        "--interface",
+        metavar="ADDR|IFNAME",
+        action="append",
+        help="serve/browse only on this interface or address (repeatable); "
+        "'--interface 127.0.0.1' keeps everything on this machine",
+    )
+    net.add_argument(
+        "--json", action="store_true", help="one JSON object per line on stdout for every event"
+    )
+    net.add_argument(
+        "--require-known", action="store_true", help="refuse peers that are not pinned yet"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="p2pchat",
+        description="End-to-end encrypted chat for devices on one local network. "
+        "One person runs 'p2pchat host', others run 'p2pchat join'.",
+    )
+    parser.add_argument("--version", action="version", version=f"p2pchat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    host = sub.add_parser(
+        "host",
+        parents=[common, net],
+        help="host a chat: run the relay and advertise it on the LAN",
+        description="Start a relay on this machine, advertise it over mDNS/DNS-SD and join "
+        "the chat as NAME. In line mode (stdin not a terminal) every stdin line is sent; "
+        "the host keeps serving after stdin ends until Ctrl-C/SIGTERM.",
+    )
+    host.add_argument("--name", default=None, help="your display name (default: user@host)")
+    host.add_argument(
+        "--port", type=_port, default=0, help="TCP port to listen on (default: any free port)"
+    )
+
+    join = sub.add_parser(
+        "join",
+        parents=[common, net],
+        help="find a host on the LAN and join its chat",
+        description="Browse the LAN for hosts and join one. In line mode every stdin line is "
+        "sent, every received message is printed as 'NAME: TEXT'; join exits 0 once stdin "
+        "ends and everything sent was delivered.",
+    )
+    join.add_argument("hostname", nargs="?", help="join the host with this name")
+    join.add_argument("--name", default=None, help="your display name (default: user@host)")
+    join.add_argument(
+        "--connect", metavar="ADDR:PORT", help="skip discovery and connect to ADDR:PORT"
+    )
+    join.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        help="seconds for discovery and the first connection, and for delivery after "
+        "stdin ends (default: 10)",
+    )
+    join.add_argument(
+        "--expect-fingerprint",
+        metavar="FP",
+        type=_fingerprint_arg,
+        help="the host's fingerprint ('p2pchat id' on the host); refuse any other key",
+    )
+
+    disc = sub.add_parser(
+        "discover",
+        parents=[common],
+        help="list the hosts seen on the LAN",
+        description="Browse for p2pchat hosts for --timeout seconds and list them.",
+    )
+    disc.add_argument("--timeout", type=_positive, default=2.0, help="seconds (default: 2)")
+    disc.add_argument("--json", action="store_true", help="one JSON object per host")
+    disc.add_argument(
+        "--interface", metavar="ADDR|IFNAME", action="append", help="browse only here"
+    )
+
+    sub.add_parser(
+        "id",
+        parents=[common],
+        help="print this device's fingerprint",
+        description="Print this device's identity fingerprint (creating the key if needed).",
+    )
+
+    trust = sub.add_parser(
+        "trust",
+        parents=[common],
+        help="manage pinned peers",
+        description="List, forget or mark verified the peers pinned on first contact.",
+    )
+    tsub = trust.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
+    tsub.add_parser("list", parents=[common], help="list pinned peers")
+    forget = tsub.add_parser("forget", parents=[common], help="forget a pinned peer")
+    forget.add_argument("peer", metavar="NAME|FP")
+    verify = tsub.add_parser(
+        "verify", parents=[common], help="mark a pinned peer verified (after comparing)"
+    )
+    verify.add_argument("peer", metavar="NAME")
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    handlers: list[logging.Handler] = []
+    if args.log_file:
+        handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
+        level = min(level, logging.INFO)
+    else:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(
+        level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.verbose < 2:
+        logging.getLogger("zeroconf").setLevel(logging.ERROR)
+        logging.getLogger("asyncio").setLevel(logging.ERROR)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from p2pchat.identity import TrustStore, load_identity, resolve_home
+
+    home = resolve_home(args.home)
+    if args.command == "trust":
+        from p2pchat.trustcmd import run_trust
+
+        return run_trust(args, TrustStore.open(home))
+    identity = load_identity(home)
+    if args.command == "id":
+        print(identity.fingerprint_text)
+        return 0
+    if args.command == "discover":
+        from p2pchat.trustcmd import run_discover
+
+        return asyncio.run(run_discover(args))
+    from p2pchat import chat
+
+    if getattr(args, "name", None) is None:
+        args.name = _default_name()
+    trust = TrustStore.open(home)
+    runner = chat.run_host if args.command == "host" else chat.run_join
+    return asyncio.run(runner(args, identity, trust))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args)
+    from p2pchat.errors import (
+        ConfigError,
+        DiscoveryError,
+        KeyMismatchError,
+        P2PChatError,
+        TrustError,
+    )
+
+    try:
+        return _run_command(args)
+    except KeyboardInterrupt:
+        return 0
+    except KeyMismatchError as exc:
+        print(f"p2pchat: key mismatch: {exc}", file=sys.stderr)
+        return 3
+    except TrustError as exc:
+        print(f"p2pchat: not trusted: {exc}", file=sys.stderr)
+        return 3
+    except (DiscoveryError, ConfigError) as exc:
+        print(f"p2pchat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except P2PChatError as exc:
+        print(f"p2pchat: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"p2pchat: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,306 @@
+"""The relay role: routes opaque envelopes between registered participants.
+
+The relay sees registration (names, public keys) and envelope routing
+metadata; payloads are end-to-end handshake messages and records it cannot
+read. Membership decisions live in :class:`Roster` (pure); :class:`Relay` is
+the asyncio shell that moves bytes. A connection that sends anything
+malformed is closed at once and only that connection is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from p2pchat.config import MAX_FRAME, MAX_FRAME_UNREGISTERED, SUPPORTED_VERSIONS
+from p2pchat.errors import P2PChatError, RemoteProtocolError
+from p2pchat.proto.framing import FrameDecoder
+from p2pchat.proto.keys import load_peer_key
+from p2pchat.proto.messages import (
+    Bye,
+    ErrorFrame,
+    Frame,
+    Hello,
+    Joined,
+    Left,
+    PeerEntry,
+    Ping,
+    Pong,
+    Send,
+    Welcome,
+    encode,
+    encode_deliver,
+    parse_frame,
+)
+
+__all__ = ["Relay", "RelayLimits", "Roster"]
+
+log = logging.getLogger("p2pchat.relay")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """Every relay limit, with its default (docs/PROTOCOL.md lists them)."""
+
+    max_participants: int = 64
+    max_unregistered: int = 64
+    register_timeout: float = 10.0
+    #: a participant whose unsent backlog stays above this many bytes ...
+    max_write_backlog: int = 8 * 1024 * 1024
+    #: ... for longer than this many seconds is dropped
+    backlog_grace: float = 5.0
+
+
+@dataclass
+class Roster:
+    """Who is registered. Pure: no I/O, ids are never reused within one relay."""
+
+    owner_key: bytes | None = None
+    members: dict[int, PeerEntry] = field(default_factory=dict)
+    owner_id: int | None = None
+    _next_id: int = 1
+
+    def add(self, name: str, key: bytes) -> PeerEntry:
+        entry = PeerEntry(self._next_id, name, key)
+        self._next_id += 1
+        if self.owner_id is None and self.owner_key is not None and key == self.owner_key:
+            self.owner_id = entry.peer_id
+        self.members[entry.peer_id] = entry
+        return entry
+
+    def remove(self, peer_id: int) -> PeerEntry | None:
+        if peer_id == self.owner_id:
+            self.owner_id = None
+        return self.members.pop(peer_id, None)
+
+    def others(self, peer_id: int) -> list[PeerEntry]:
+        return [p for pid, p in self.members.items() if pid != peer_id]
+
+
+def _negotiate(versions: Iterable[int]) -> int | None:
+    common = set(versions) & set(SUPPORTED_VERSIONS)
+    return max(common) if common else None
+
+
+class _Conn(asyncio.Protocol):
+    """One TCP connection to the relay."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED)
+        self.peer: PeerEntry | None = None
+        self.label = "?"
+        self.timer: asyncio.TimerHandle | None = None
+        self.backlog_since: float | None = None
+        self.closing = False
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        addr = transport.get_extra_info("peername")
+        self.label = f"{addr[0]}:{addr[1]}" if addr else "?"
+        self.relay._accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            for obj in self.decoder.feed(data):
+                self._handle(parse_frame(obj))
+                if self.closing:
+                    return
+        except RemoteProtocolError as exc:
+            self.abort(f"protocol violation: {exc}")
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.relay._lost(self)
+
+    # -- helpers
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+            self.relay._check_backlog(self)
+
+    def describe(self) -> str:
+        if self.peer is None:
+            return f"connection {self.label} (unregistered)"
+        return f"connection {self.label} (peer {self.peer.peer_id} {self.peer.name!r})"
+
+    def abort(self, reason: str, *, tell: str | None = None) -> None:
+        """Close this connection now; ``tell`` is sent to the peer first."""
+        if self.closing:
+            return
+        log.warning("relay: closing %s: %s", self.describe(), reason)
+        if tell is not None and self.transport is not None:
+            self.transport.write(encode(ErrorFrame(tell)))
+        self.closing = True
+        if self.transport is not None:
+            if tell is not None:
+                self.transport.close()  # flushes the error frame first
+            else:
+                self.transport.abort()
+
+    def _handle(self, frame: Frame) -> None:
+        if self.peer is None:
+            if not isinstance(frame, Hello):
+                raise RemoteProtocolError(f"expected hello, got {type(frame).__name__}")
+            self.relay._register(self, frame)
+            return
+        if isinstance(frame, Send):
+            self.relay._route(self, frame)
+        elif isinstance(frame, Ping):
+            self.write(encode(Pong(frame.token)))
+        elif isinstance(frame, Pong):
+            pass
+        elif isinstance(frame, Bye):
+            log.info("relay: %s said goodbye", self.describe())
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            raise RemoteProtocolError(f"unexpected {type(frame).__name__} from a participant")
+
+
+class Relay:
+    """The asyncio relay server."""
+
+    def __init__(self, limits: RelayLimits | None = None, *, owner_key: bytes | None = None):
+        self.limits = limits or RelayLimits()
+        self.roster = Roster(owner_key=owner_key)
+        self._conns: dict[int, _Conn] = {}
+        self._unregistered: OrderedDict[_Conn, None] = OrderedDict()
+        self._servers: list[asyncio.Server] = []
+        self.addresses: list[tuple[str, int]] = []
+
+    # -- lifecycle
+
+    async def async_start(self, hosts: list[str], port: int = 0) -> list[tuple[str, int]]:
+        """Listen on each of ``hosts`` (one port for all: the first bind picks it
+        when ``port`` is 0). Returns the (address, port) pairs served."""
+        loop = asyncio.get_running_loop()
+        for host in hosts:
+            server = await loop.create_server(lambda: _Conn(self), host, port)
+            self._servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()
+                port = addr[1]
+                self.addresses.append((addr[0], addr[1]))
+        return self.addresses
+
+    async def async_close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in [*self._conns.values(), *self._unregistered]:
+            conn.closing = True
+            if conn.transport is not None:
+                conn.transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    @property
+    def participant_count(self) -> int:
+        return len(self._conns)
+
+    @property
+    def unregistered_count(self) -> int:
+        return len(self._unregistered)
+
+    # -- called by connections
+
+    def _accepted(self, conn: _Conn) -> None:
+        self._unregistered[conn] = None
+        while len(self._unregistered) > self.limits.max_unregistered:
+            oldest = next(iter(self._unregistered))
+            self._unregistered.pop(oldest)
+            oldest.abort("too many unregistered connections: evicting the oldest")
+        loop = asyncio.get_running_loop()
+        conn.timer = loop.call_later(
+            self.limits.register_timeout,
+            conn.abort,
+            f"did not register within {self.limits.register_timeout:g} s",
+        )
+
+    def _lost(self, conn: _Conn) -> None:
+        self._unregistered.pop(conn, None)
+        if conn.peer is None:
+            return
+        peer_id = conn.peer.peer_id
+        if self._conns.get(peer_id) is conn:
+            del self._conns[peer_id]
+            self.roster.remove(peer_id)
+            log.info("relay: %s left", conn.describe())
+            self._broadcast(encode(Left(peer_id)), exclude=peer_id)
+
+    def _register(self, conn: _Conn, hello: Hello) -> None:
+        version = _negotiate(hello.versions)
+        if version is None:
+            conn.abort(
+                f"no common version in {list(hello.versions)}",
+                tell=f"incompatible version: relay speaks {list(SUPPORTED_VERSIONS)}",
+            )
+            return
+        try:
+            load_peer_key(hello.key)
+        except P2PChatError as exc:
+            conn.abort(f"bad identity key: {exc}", tell=f"bad identity key: {exc}")
+            return
+        if len(self._conns) >= self.limits.max_participants:
+            conn.abort("room is full", tell="the room is full")
+            return
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        self._unregistered.pop(conn, None)
+        others = list(self.roster.members.values())
+        entry = self.roster.add(hello.name, hello.key)
+        conn.peer = entry
+        conn.decoder.max_frame = MAX_FRAME
+        self._conns[entry.peer_id] = conn
+        log.info("relay: %s registered", conn.describe())
+        conn.write(encode(Welcome(version, entry.peer_id, tuple(others), self.roster.owner_id)))
+        self._broadcast(encode(Joined(entry)), exclude=entry.peer_id)
+
+    def _route(self, conn: _Conn, send: Send) -> None:
+        assert conn.peer is not None
+        target = self._conns.get(send.to)
+        if target is None or send.to == conn.peer.peer_id:
+            # the target is gone (a race with its Left): say so again
+            conn.write(encode(Left(send.to)))
+            return
+        target.write(encode_deliver(conn.peer.peer_id, send.payload))
+
+    def _broadcast(self, data: bytes, *, exclude: int | None = None) -> None:
+        for peer_id, conn in list(self._conns.items()):
+            if peer_id != exclude:
+                conn.write(data)
+
+    def _check_backlog(self, conn: _Conn) -> None:
+        transport = conn.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() <= self.limits.max_write_backlog:
+            conn.backlog_since = None
+            return
+        now = time.monotonic()
+        if conn.backlog_since is None:
+            conn.backlog_since = now
+        elif now - conn.backlog_since > self.limits.backlog_grace:
+            conn.abort(
+                f"not reading: backlog over {self.limits.max_write_backlog} bytes "
+                f"for more than {self.limits.backlog_grace:g} s"
+            )

@@ -1,0 +1,488 @@
+"""A participant: one connection to a relay, one end-to-end session per peer.
+
+The participant registers with the relay, runs the handshake with every other
+participant (the one that joined later initiates), checks each proven key
+against the pins, and then exchanges chat messages sealed in records, each
+acknowledged end to end. It reports what happens as :class:`Event` values to
+one callback (the UI), and never prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from p2pchat.config import MAX_FRAME_UNREGISTERED, SUPPORTED_VERSIONS
+from p2pchat.errors import (
+    BrokenConnectionError,
+    ClosedConnectionError,
+    DecryptError,
+    IncompatibleVersionError,
+    KeyMismatchError,
+    P2PChatError,
+    RemoteProtocolError,
+    TrustError,
+)
+from p2pchat.identity import Identity, TrustStore, Verdict
+from p2pchat.proto.app import Ack, Chat, KeepAlive, encode_app, parse_app
+from p2pchat.proto.framing import FrameDecoder
+from p2pchat.proto.handshake import Handshake, HandshakeResult, Role
+from p2pchat.proto.keys import fingerprint, format_fingerprint
+from p2pchat.proto.messages import (
+    HS_TAG,
+    Bye,
+    Deliver,
+    ErrorFrame,
+    Hello,
+    Joined,
+    Left,
+    PeerEntry,
+    Ping,
+    Pong,
+    Welcome,
+    encode,
+    encode_send,
+    parse_frame,
+)
+from p2pchat.proto.record import CT_CLOSE, RECORD_TAG
+
+__all__ = [
+    "Delivered",
+    "Disconnected",
+    "Event",
+    "MessageReceived",
+    "Participant",
+    "PeerInfo",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerRefused",
+    "SessionReady",
+]
+
+log = logging.getLogger("p2pchat.session")
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    peer_id: int
+    name: str
+    fingerprint: bytes
+
+    @property
+    def fingerprint_text(self) -> str:
+        return format_fingerprint(self.fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    peer: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    peer: PeerInfo
+    sas: str
+    trust: str  #: "new" (pinned now), "known" or "verified"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRefused:
+    peer: PeerInfo
+    reason: str
+    mismatch: bool  #: a pinned name presented another key
+    pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    peer: PeerInfo
+    msg_id: bytes
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    msg_id: bytes
+    peer: PeerInfo
+    complete: bool  #: every intended recipient has it now
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    peer: PeerInfo
+    clean: bool  #: said goodbye in an authenticated close
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+    clean: bool
+
+
+Event = (
+    PeerJoined | SessionReady | PeerRefused | MessageReceived | Delivered | PeerLeft | Disconnected
+)
+
+
+# ---------------------------------------------------------------- per peer
+
+
+@dataclass
+class _Peer:
+    info: PeerInfo
+    hs: Handshake | None = None
+    result: HandshakeResult | None = None
+    queued: list[Chat] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
+    refused: bool = False
+    gone: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.result is not None and not self.refused and not self.gone
+
+
+class Participant:
+    """One participant's connection to a relay and its end-to-end sessions."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        name: str,
+        trust: TrustStore,
+        on_event: Callable[[Event], None],
+        *,
+        require_known: bool = False,
+        expected_host: bytes | None = None,
+    ) -> None:
+        self.identity = identity
+        self.name = name
+        self.trust = trust
+        self.require_known = require_known
+        self.expected_host = expected_host
+        self._emit = on_event
+        self._peers: dict[int, _Peer] = {}
+        self._pending: dict[bytes, set[int]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._decoder = FrameDecoder(MAX_FRAME_UNREGISTERED)
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._closing = False
+        self.my_id: int | None = None
+        self.host_id: int | None = None
+        self.disconnected: Disconnected | None = None
+
+    # ------------------------------------------------------------ connect
+
+    async def async_connect(self, host: str, port: int, timeout: float) -> None:
+        """Open the TCP connection, register, and start the reader task.
+        Raises ConnectionError/OSError/TimeoutError or a P2PChatError."""
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        self._reader, self._writer = reader, writer
+        try:
+            writer.write(encode(Hello(SUPPORTED_VERSIONS, self.name, self.identity.public_der)))
+            welcome = await asyncio.wait_for(self._read_welcome(), timeout)
+        except BaseException:
+            writer.close()
+            raise
+        self.my_id = welcome.peer_id
+        self.host_id = welcome.host
+        self._decoder.max_frame = 1 << 20
+        loop = asyncio.get_running_loop()
+        for entry in welcome.peers:
+            self._add_peer(entry)
+        self._task = loop.create_task(self._run(), name="p2pchat-participant")
+        # we joined last: we initiate with everyone already here
+        for peer in list(self._peers.values()):
+            self._start_initiator(peer)
+
+    async def _read_welcome(self) -> Welcome:
+        assert self._reader is not None
+        while True:
+            data = await self._reader.read(65536)
+            if not data:
+                raise BrokenConnectionError("the host closed the connection during registration")
+            frames = [parse_frame(obj) for obj in self._decoder.feed(data)]
+            if not frames:
+                continue
+            first, rest = frames[0], frames[1:]
+            if isinstance(first, ErrorFrame):
+                if "version" in first.reason:
+                    raise IncompatibleVersionError(f"the host refused us: {first.reason}")
+                raise ClosedConnectionError(f"the host refused us: {first.reason}")
+            if not isinstance(first, Welcome):
+                raise RemoteProtocolError("the relay did not answer our hello with a welcome")
+            self._early = rest
+            return first
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def peers(self) -> list[PeerInfo]:
+        return [p.info for p in self._peers.values() if not p.gone]
+
+    def peer_sas(self, peer_id: int) -> str | None:
+        peer = self._peers.get(peer_id)
+        return peer.result.sas if peer and peer.result else None
+
+    def is_ready(self, peer_id: int) -> bool:
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.ready
+
+    def send_text(self, text: str) -> bytes:
+        """Send ``text`` to every participant present now; returns the message id."""
+        msg = Chat(os.urandom(16), text)
+        recipients = {pid for pid, p in self._peers.items() if not p.gone and not p.refused}
+        self._pending[msg.msg_id] = recipients
+        for pid in recipients:
+            peer = self._peers[pid]
+            if peer.ready:
+                self._send_app(peer, msg)
+            else:
+                peer.queued.append(msg)
+        self._changed.set()
+        return msg.msg_id
+
+    def undelivered(self) -> dict[bytes, list[PeerInfo]]:
+        """Message ids still waiting for an ack, with who has not acknowledged."""
+        return {
+            mid: [self._peers[p].info for p in pids] for mid, pids in self._pending.items() if pids
+        }
+
+    async def async_wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``predicate()`` holds (re-checked after every event); False on timeout."""
+
+        async def waiter() -> None:
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(waiter(), timeout)
+        except TimeoutError:
+            return predicate()
+        return True
+
+    async def async_close(self) -> None:
+        """Say goodbye to every peer (authenticated close) and to the relay, then close."""
+        if self._closing:
+            return
+        self._closing = True
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            for peer in self._peers.values():
+                if peer.ready and peer.result is not None:
+                    with contextlib.suppress(P2PChatError):
+                        self._write(encode_send(peer.info.peer_id, peer.result.sender.seal_close()))
+            self._write(encode(Bye()))
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(writer.drain(), 1.0)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # ------------------------------------------------------------ internals
+
+    def _write(self, data: bytes) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    def _add_peer(self, entry: PeerEntry) -> _Peer:
+        info = PeerInfo(entry.peer_id, entry.name, fingerprint(entry.key))
+        peer = _Peer(info)
+        self._peers[entry.peer_id] = peer
+        self._emit(PeerJoined(info))
+        return peer
+
+    def _expected_for(self, peer: _Peer) -> bytes:
+        if peer.info.peer_id == self.host_id and self.expected_host is not None:
+            return self.expected_host
+        return peer.info.fingerprint
+
+    def _new_handshake(self, role: Role, peer: _Peer) -> Handshake:
+        return Handshake(
+            role,
+            self.identity.private_key,
+            rng=os.urandom,
+            now=time.monotonic(),
+            expected_peer=self._expected_for(peer),
+        )
+
+    def _start_initiator(self, peer: _Peer) -> None:
+        expected = self._expected_for(peer)
+        if expected != peer.info.fingerprint:
+            self._refuse(peer, "its key is not the one expected for this host", mismatch=True)
+            return
+        peer.hs = self._new_handshake(Role.INITIATOR, peer)
+        self._write(encode_send(peer.info.peer_id, peer.hs.initiate()))
+
+    async def _run(self) -> None:
+        assert self._reader is not None
+        reason, clean = "the host closed the connection", True
+        try:
+            for frame in self._early:
+                await self._handle(frame)
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    break
+                for obj in self._decoder.feed(data):
+                    await self._handle(parse_frame(obj))
+        except RemoteProtocolError as exc:
+            reason, clean = f"the relay sent invalid data: {exc}", False
+            log.warning("participant: %s", reason)
+        except (ConnectionError, OSError) as exc:
+            reason, clean = f"connection to the host lost ({exc.__class__.__name__})", False
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            if not self._closing:
+                self.disconnected = Disconnected(reason, clean)
+                for peer in self._peers.values():
+                    peer.gone = True
+                self._emit(self.disconnected)
+            self._changed.set()
+
+    async def _handle(self, frame: object) -> None:
+        if isinstance(frame, Deliver):
+            peer = self._peers.get(frame.sender)
+            if peer is None or peer.gone or peer.refused:
+                return
+            try:
+                await self._on_payload(peer, frame.payload)
+            except (RemoteProtocolError, TrustError) as exc:
+                self._refuse(peer, str(exc), mismatch=isinstance(exc, KeyMismatchError))
+        elif isinstance(frame, Joined):
+            if frame.peer.peer_id not in self._peers and frame.peer.peer_id != self.my_id:
+                self._add_peer(frame.peer)
+        elif isinstance(frame, Left):
+            peer = self._peers.get(frame.peer_id)
+            if peer is not None and not peer.gone:
+                self._peer_gone(peer, clean=False)
+        elif isinstance(frame, Ping):
+            self._write(encode(Pong(frame.token)))
+        elif isinstance(frame, ErrorFrame):
+            log.warning("participant: relay says: %s", frame.reason)
+        elif isinstance(frame, Pong):
+            pass
+        else:
+            raise RemoteProtocolError(f"unexpected {type(frame).__name__} from the relay")
+        self._changed.set()
+
+    async def _on_payload(self, peer: _Peer, payload: bytes) -> None:
+        if not payload:
+            raise RemoteProtocolError("empty envelope")
+        if payload[0] == HS_TAG:
+            await self._on_handshake(peer, payload)
+        elif payload[0] == RECORD_TAG:
+            if peer.result is None:
+                raise RemoteProtocolError("record before the handshake completed")
+            try:
+                content_type, body = peer.result.receiver.open(payload)
+            except DecryptError:
+                raise
+            if content_type == CT_CLOSE:
+                self._peer_gone(peer, clean=True)
+                return
+            self._on_app(peer, body)
+        else:
+            raise RemoteProtocolError("envelope payload of unknown kind")
+
+    async def _on_handshake(self, peer: _Peer, payload: bytes) -> None:
+        if peer.hs is None:
+            if peer.result is not None:
+                raise RemoteProtocolError("handshake message after the session was set up")
+            peer.hs = self._new_handshake(Role.RESPONDER, peer)
+        hs = peer.hs
+        loop = asyncio.get_running_loop()
+        # private-key operations run off the event loop
+        reply = await loop.run_in_executor(None, hs.receive, payload)
+        if reply is not None:
+            self._write(encode_send(peer.info.peer_id, reply))
+        if hs.complete:
+            assert hs.result is not None
+            peer.hs = None
+            self._on_ready(peer, hs.result)
+
+    def _on_ready(self, peer: _Peer, result: HandshakeResult) -> None:
+        info = peer.info
+        verdict = self.trust.check(info.name, info.fingerprint)
+        if verdict is Verdict.NAME_MISMATCH:
+            self._refuse(peer, "a pinned name presented a different key", mismatch=True)
+            return
+        if verdict is Verdict.NEW and self.require_known:
+            self._refuse(peer, "not a known peer (--require-known)", mismatch=False)
+            return
+        pin = self.trust.pin(info.name, info.fingerprint)
+        trust = "new" if verdict is Verdict.NEW else ("verified" if pin.verified else "known")
+        peer.result = result
+        self._emit(SessionReady(info, result.sas, trust))
+        queued, peer.queued = peer.queued, []
+        for msg in queued:
+            self._send_app(peer, msg)
+
+    def _on_app(self, peer: _Peer, body: bytes) -> None:
+        msg = parse_app(body)
+        if isinstance(msg, Chat):
+            self._send_app(peer, Ack((msg.msg_id,)))
+            if msg.msg_id in peer.seen:
+                return
+            peer.seen.add(msg.msg_id)
+            self._emit(MessageReceived(peer.info, msg.msg_id, msg.text))
+        elif isinstance(msg, Ack):
+            for mid in msg.msg_ids:
+                waiting = self._pending.get(mid)
+                if waiting is not None and peer.info.peer_id in waiting:
+                    waiting.discard(peer.info.peer_id)
+                    self._emit(Delivered(mid, peer.info, complete=not waiting))
+                    if not waiting:
+                        del self._pending[mid]
+        elif isinstance(msg, KeepAlive) and msg.reply:
+            self._send_app(peer, KeepAlive(reply=False))
+
+    def _send_app(self, peer: _Peer, msg: Chat | Ack | KeepAlive) -> None:
+        assert peer.result is not None
+        record = peer.result.sender.seal(encode_app(msg))
+        self._write(encode_send(peer.info.peer_id, record))
+
+    def _drop_from_pending(self, peer_id: int) -> None:
+        for mid, waiting in list(self._pending.items()):
+            waiting.discard(peer_id)
+            if not waiting:
+                del self._pending[mid]
+
+    def _peer_gone(self, peer: _Peer, *, clean: bool) -> None:
+        if peer.gone:
+            return
+        peer.gone = True
+        peer.hs = None
+        peer.queued.clear()
+        self._drop_from_pending(peer.info.peer_id)
+        if not peer.refused:
+            self._emit(PeerLeft(peer.info, clean))
+
+    def _refuse(self, peer: _Peer, reason: str, *, mismatch: bool) -> None:
+        if peer.refused:
+            return
+        log.warning("participant: refusing peer %d: %s", peer.info.peer_id, reason)
+        peer.refused = True
+        peer.hs = None
+        peer.queued.clear()
+        self._drop_from_pending(peer.info.peer_id)
+        pinned = (
+            tuple(p.fingerprint for p in self.trust.by_name(peer.info.name)) if mismatch else ()
+        )
+        self._emit(PeerRefused(peer.info, reason, mismatch, pinned))

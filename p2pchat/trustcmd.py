@@ -1,0 +1,73 @@
+"""The small commands: ``trust list|forget|verify`` and ``discover``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+
+from p2pchat.identity import TrustStore
+from p2pchat.proto.keys import format_fingerprint
+
+__all__ = ["run_discover", "run_trust"]
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def run_trust(args: argparse.Namespace, store: TrustStore) -> int:
+    if args.trust_command == "list":
+        pins = store.all()
+        if not pins:
+            print("no pinned peers yet")
+        for pin in pins:
+            mark = "verified" if pin.verified else "unverified"
+            print(
+                f"{pin.name:24} {format_fingerprint(pin.fingerprint)}  {mark}, "
+                f"first seen {_when(pin.first_seen)}, last {_when(pin.last_seen)}"
+            )
+        return 0
+    if args.trust_command == "forget":
+        for pin in store.forget(args.peer):
+            print(f"forgot {pin.name} {format_fingerprint(pin.fingerprint)}")
+        return 0
+    # verify
+    from p2pchat.errors import TrustError
+
+    pins = store.by_name(args.peer)
+    if not pins:
+        raise TrustError(f"no pinned peer named {args.peer!r} (see 'p2pchat trust list')")
+    for pin in pins:
+        store.set_verified(pin.fingerprint, True)
+        print(f"marked {pin.name} {format_fingerprint(pin.fingerprint)} as verified")
+    return 0
+
+
+async def run_discover(args: argparse.Namespace) -> int:
+    from p2pchat.discovery import async_browse, resolve_interfaces
+
+    hosts = await async_browse(
+        timeout=args.timeout, interfaces=resolve_interfaces(args.interface or [])
+    )
+    for host in hosts:
+        fp = format_fingerprint(host.fingerprint) if host.fingerprint else None
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "name": host.name,
+                        "instance": host.instance,
+                        "addresses": list(host.addresses),
+                        "port": host.port,
+                        "fingerprint": fp,
+                        "version": host.version,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            print(f"{host.name:20} {', '.join(host.addresses)} port {host.port}  {fp or '-'}")
+    if not hosts and not args.json:
+        print(f"no hosts found within {args.timeout:g} s")
+    return 0
