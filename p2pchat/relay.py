@@ -34,7 +34,7 @@ from p2pchat.proto.messages import (
     Welcome,
     encode,
     encode_deliver,
-    parse_frame,
+    parse_body,
 )
 
 __all__ = ["Relay", "RelayLimits", "Roster"]
@@ -92,7 +92,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED)
+        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body)
         self.peer: PeerEntry | None = None
         self.label = "?"
         self.timer: asyncio.TimerHandle | None = None
@@ -113,7 +113,7 @@ class _Conn(asyncio.Protocol):
             return
         try:
             for obj in self.decoder.feed(data):
-                self._handle(parse_frame(obj))
+                self._handle(obj)
                 if self.closing:
                     return
         except RemoteProtocolError as exc:

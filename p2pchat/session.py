@@ -47,9 +47,10 @@ from p2pchat.proto.messages import (
     Welcome,
     encode,
     encode_send,
-    parse_frame,
+    parse_body,
+    send_head,
 )
-from p2pchat.proto.record import CT_CLOSE, RECORD_TAG
+from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 
 __all__ = [
     "Delivered",
@@ -173,7 +174,7 @@ class Participant:
         self._pending: dict[bytes, set[int]] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._decoder = FrameDecoder(MAX_FRAME_UNREGISTERED)
+        self._decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._closing = False
@@ -211,7 +212,7 @@ class Participant:
             data = await self._reader.read(65536)
             if not data:
                 raise BrokenConnectionError("the host closed the connection during registration")
-            frames = [parse_frame(obj) for obj in self._decoder.feed(data)]
+            frames = self._decoder.feed(data)
             if not frames:
                 continue
             first, rest = frames[0], frames[1:]
@@ -340,7 +341,7 @@ class Participant:
                 if not data:
                     break
                 for obj in self._decoder.feed(data):
-                    await self._handle(parse_frame(obj))
+                    await self._handle(obj)
         except RemoteProtocolError as exc:
             reason, clean = f"the relay sent invalid data: {exc}", False
             log.warning("participant: %s", reason)
@@ -455,8 +456,9 @@ class Participant:
 
     def _send_app(self, peer: _Peer, msg: Chat | Ack | KeepAlive) -> None:
         assert peer.result is not None
-        record = peer.result.sender.seal(encode_app(msg))
-        self._write(encode_send(peer.info.peer_id, record))
+        body = encode_app(msg)
+        head = send_head(peer.info.peer_id, record_size(len(body)))
+        self._write(peer.result.sender.seal_after(head, body))
 
     def _drop_from_pending(self, peer_id: int) -> None:
         for mid, waiting in list(self._pending.items()):

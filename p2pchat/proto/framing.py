@@ -11,6 +11,7 @@ few bytes fails instead of allocating. Every malformed input raises
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
 import msgpack
@@ -24,6 +25,8 @@ PREFIX: Final = struct.Struct(">I")
 PREFIX_LEN: Final = PREFIX.size
 #: Most items any array or map of ours holds (a roster of participants is the largest).
 MAX_CONTAINER: Final = 1024
+#: Frame bodies up to this size are copied out of the buffer; larger ones are viewed.
+_COPY_MAX: Final = 2048
 
 
 def _no_ext(code: int, data: bytes) -> NoReturn:
@@ -35,7 +38,7 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(body: bytes) -> Any:
+def unpack(body: bytes | memoryview) -> Any:
     """Decode one msgpack value that must fill ``body`` exactly, with strict limits."""
     size = len(body)
     try:
@@ -66,15 +69,21 @@ def encode_frame(obj: Any) -> bytes:
 class FrameDecoder:
     """Incremental decoder: ``feed(chunk)`` returns every message completed by it.
 
-    ``max_frame`` may be changed between feeds (raised once a peer registers).
+    Each complete body goes through ``parse`` (default: :func:`unpack`, giving
+    the msgpack value; :func:`p2pchat.proto.messages.parse_body` gives typed
+    frames). ``max_frame`` may be changed between feeds (raised once a peer
+    registers).
     At most one partial frame is buffered, so memory stays below
     ``max_frame + 4`` bytes plus the chunk being fed.
     """
 
-    __slots__ = ("_buf", "max_frame")
+    __slots__ = ("_buf", "_parse", "max_frame")
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = MAX_FRAME, parse: Callable[[bytes | memoryview], Any] = unpack
+    ) -> None:
         self._buf = bytearray()
+        self._parse = parse
         self.max_frame = max_frame
 
     @property
@@ -83,28 +92,48 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Any]:
-        """Append ``data`` and decode every complete frame, in order."""
-        buf = self._buf
-        buf += data
+        """Decode every frame completed by ``data``, in order."""
+        if self._buf:
+            self._buf += data
+            try:
+                out, used = self._decode(self._buf)
+            except MalformedFrameError:
+                self._buf.clear()
+                raise
+            del self._buf[:used]
+            return out
+        # nothing buffered: decode straight from ``data``, keep only the tail
+        end = len(data)
+        if end >= PREFIX_LEN:
+            # the common case, one whole small frame: no loop, no copy of the buffer
+            (size,) = PREFIX.unpack_from(data)
+            if end == size + PREFIX_LEN and 0 < size <= min(self.max_frame, _COPY_MAX):
+                return [self._parse(data[PREFIX_LEN:])]
+        out, used = self._decode(data)
+        if used < len(data):
+            self._buf += memoryview(data)[used:]
+        return out
+
+    def _decode(self, buf: bytes | bytearray) -> tuple[list[Any], int]:
         out: list[Any] = []
         pos = 0
         end = len(buf)
-        try:
-            while end - pos >= PREFIX_LEN:
-                (size,) = PREFIX.unpack_from(buf, pos)
-                if size > self.max_frame:
-                    raise FrameTooLargeError(
-                        f"frame of {size} bytes announced, over the {self.max_frame}-byte cap"
-                    )
-                if size == 0:
-                    raise MalformedFrameError("empty frame (length 0)")
-                if end - pos - PREFIX_LEN < size:
-                    break
-                start = pos + PREFIX_LEN
-                out.append(unpack(bytes(buf[start : start + size])))
-                pos = start + size
-        except MalformedFrameError:
-            buf.clear()
-            raise
-        del buf[:pos]
-        return out
+        parse = self._parse
+        while end - pos >= PREFIX_LEN:
+            (size,) = PREFIX.unpack_from(buf, pos)
+            if size > self.max_frame:
+                raise FrameTooLargeError(
+                    f"frame of {size} bytes announced, over the {self.max_frame}-byte cap"
+                )
+            if size == 0:
+                raise MalformedFrameError("empty frame (length 0)")
+            start = pos + PREFIX_LEN
+            if end - start < size:
+                break
+            pos = start + size
+            if size <= _COPY_MAX:  # small bodies: a copy is cheaper than a view
+                out.append(parse(bytes(buf[start:pos])))
+            else:
+                with memoryview(buf) as view, view[start:pos] as body:
+                    out.append(parse(body))
+        return out, pos

@@ -29,6 +29,7 @@ __all__ = [
     "RECORD_TAG",
     "RecordReceiver",
     "RecordSender",
+    "record_size",
     "traffic_keys",
 ]
 
@@ -40,6 +41,13 @@ NONCE_LEN: Final = 12
 KEY_LEN: Final = 32
 TAG_LEN: Final = 16
 _HEADERS: Final = {ct: bytes((RECORD_TAG, ct)) for ct in _CONTENT_TYPES}
+#: From this size on, records are encrypted in place and viewed, not copied.
+_IN_PLACE_MIN: Final = 4096
+
+
+def record_size(payload_len: int) -> int:
+    """Bytes of a record carrying ``payload_len`` bytes of payload."""
+    return 2 + payload_len + TAG_LEN
 
 
 def traffic_keys(secret: bytes) -> tuple[bytes, bytes]:
@@ -75,15 +83,9 @@ class _Direction:
         self._iv = int.from_bytes(iv, "big")
         self.seq = 0
 
-    def _nonce(self) -> bytes:
-        # AESGCM accepts any nonce length; to_bytes gives exactly 12 or raises.
-        return (self._iv ^ self.seq).to_bytes(NONCE_LEN, "big")
-
-    def _advance(self) -> None:
-        self.seq += 1
-        if self.seq >= self._interval:
-            self.epoch += 1
-            self._install(next_secret(self._secret))
+    def _rekey(self) -> None:
+        self.epoch += 1
+        self._install(next_secret(self._secret))
 
 
 class RecordSender(_Direction):
@@ -93,15 +95,36 @@ class RecordSender(_Direction):
 
     def seal(self, payload: bytes, content_type: int = CT_DATA) -> bytes:
         """The wire bytes of one record carrying ``payload``."""
+        return bytes(self.seal_after(b"", payload, content_type))
+
+    def seal_after(
+        self, head: bytes, payload: bytes, content_type: int = CT_DATA
+    ) -> bytes | bytearray:
+        """``head`` followed by the record for ``payload``: the fast form of
+        ``head + seal(payload)``. Large payloads are encrypted in place, so the
+        ciphertext is never copied. ``head`` is typically
+        :func:`~p2pchat.proto.messages.send_head` for :func:`record_size`."""
         if self.closed:
             raise LocalProtocolError("cannot seal: this direction was closed")
         header = _HEADERS.get(content_type)
         if header is None:
             raise LocalProtocolError(f"unknown record content type {content_type}")
-        out = header + self._aead.encrypt(self._nonce(), payload, header)
+        # nonce = IV xor sequence; to_bytes gives exactly 12 bytes or raises
+        nonce = (self._iv ^ self.seq).to_bytes(NONCE_LEN, "big")
+        out: bytes | bytearray
+        if len(payload) < _IN_PLACE_MIN:
+            out = head + header + self._aead.encrypt(nonce, payload, header)
+        else:
+            start = len(head) + 2
+            out = bytearray(start + len(payload) + TAG_LEN)
+            out[: start - 2] = head
+            out[start - 2 : start] = header
+            self._aead.encrypt_into(nonce, payload, header, memoryview(out)[start:])
         if content_type == CT_CLOSE:
             self.closed = True
-        self._advance()
+        self.seq += 1
+        if self.seq >= self._interval:
+            self._rekey()
         return out
 
     def seal_close(self) -> bytes:
@@ -121,10 +144,15 @@ class RecordReceiver(_Direction):
         if len(record) < 2 + TAG_LEN or record[0] != RECORD_TAG:
             raise DecryptError("record too short or not a record")
         content_type = record[1]
-        if content_type not in _CONTENT_TYPES:
+        if content_type > CT_CLOSE:
             raise DecryptError(f"record of unknown content type {content_type}")
+        nonce = (self._iv ^ self.seq).to_bytes(NONCE_LEN, "big")
         try:
-            payload = self._aead.decrypt(self._nonce(), record[2:], record[:2])
+            if len(record) < _IN_PLACE_MIN:
+                payload = self._aead.decrypt(nonce, record[2:], record[:2])
+            else:
+                with memoryview(record) as view:
+                    payload = self._aead.decrypt(nonce, view[2:], view[:2])
         except InvalidTag as exc:
             raise DecryptError(
                 "record failed authentication "
@@ -134,5 +162,7 @@ class RecordReceiver(_Direction):
             if payload:
                 raise DecryptError("close record with a payload")
             self.closed = True
-        self._advance()
+        self.seq += 1
+        if self.seq >= self._interval:
+            self._rekey()
         return content_type, payload
