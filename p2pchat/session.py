@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from p2pchat.config import MAX_FRAME_UNREGISTERED, SUPPORTED_VERSIONS
+from p2pchat.config import HANDSHAKE_TIMEOUT, MAX_FRAME, SUPPORTED_VERSIONS
 from p2pchat.errors import (
     BrokenConnectionError,
     ClosedConnectionError,
-    DecryptError,
+    HandshakeError,
     IncompatibleVersionError,
     KeyMismatchError,
     P2PChatError,
@@ -174,7 +174,8 @@ class Participant:
         self._pending: dict[bytes, set[int]] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body)
+        # the 4 KiB pre-registration cap is the relay's; a welcome may list many peers
+        self._decoder = FrameDecoder(MAX_FRAME, parse_body)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._closing = False
@@ -195,9 +196,13 @@ class Participant:
         except BaseException:
             writer.close()
             raise
+        if welcome.version not in SUPPORTED_VERSIONS:
+            writer.close()
+            raise IncompatibleVersionError(
+                f"the host chose protocol version {welcome.version}, which we do not speak"
+            )
         self.my_id = welcome.peer_id
         self.host_id = welcome.host
-        self._decoder.max_frame = 1 << 20
         loop = asyncio.get_running_loop()
         for entry in welcome.peers:
             self._add_peer(entry)
@@ -297,7 +302,7 @@ class Participant:
 
     # ------------------------------------------------------------ internals
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
 
@@ -314,13 +319,25 @@ class Participant:
         return peer.info.fingerprint
 
     def _new_handshake(self, role: Role, peer: _Peer) -> Handshake:
-        return Handshake(
+        hs = Handshake(
             role,
             self.identity.private_key,
+            name=self.name,
             rng=os.urandom,
             now=time.monotonic(),
             expected_peer=self._expected_for(peer),
         )
+        loop = asyncio.get_running_loop()
+        loop.call_later(HANDSHAKE_TIMEOUT, self._check_handshake, peer, hs)
+        return hs
+
+    def _check_handshake(self, peer: _Peer, hs: Handshake) -> None:
+        if peer.hs is hs and not hs.complete and not peer.gone:
+            try:
+                hs.check_deadline(time.monotonic())
+            except HandshakeError as exc:
+                self._refuse(peer, str(exc), mismatch=False)
+                self._changed.set()
 
     def _start_initiator(self, peer: _Peer) -> None:
         expected = self._expected_for(peer)
@@ -391,10 +408,7 @@ class Participant:
         elif payload[0] == RECORD_TAG:
             if peer.result is None:
                 raise RemoteProtocolError("record before the handshake completed")
-            try:
-                content_type, body = peer.result.receiver.open(payload)
-            except DecryptError:
-                raise
+            content_type, body = peer.result.receiver.open(payload)
             if content_type == CT_CLOSE:
                 self._peer_gone(peer, clean=True)
                 return
@@ -409,8 +423,18 @@ class Participant:
             peer.hs = self._new_handshake(Role.RESPONDER, peer)
         hs = peer.hs
         loop = asyncio.get_running_loop()
-        # private-key operations run off the event loop
-        reply = await loop.run_in_executor(None, hs.receive, payload)
+        try:
+            # private-key operations run off the event loop
+            reply = await loop.run_in_executor(None, hs.receive, payload)
+        except IncompatibleVersionError:
+            if hs.role is Role.RESPONDER:
+                self._write(
+                    encode_send(
+                        peer.info.peer_id,
+                        hs.refusal(f"incompatible version: we speak {list(SUPPORTED_VERSIONS)}"),
+                    )
+                )
+            raise
         if reply is not None:
             self._write(encode_send(peer.info.peer_id, reply))
         if hs.complete:
@@ -419,6 +443,13 @@ class Participant:
             self._on_ready(peer, hs.result)
 
     def _on_ready(self, peer: _Peer, result: HandshakeResult) -> None:
+        if result.peer_name != peer.info.name:
+            # the relay's roster is a hint; the name in the transcript is the peer's word
+            log.info(
+                "participant: peer %d calls itself differently than the relay said",
+                peer.info.peer_id,
+            )
+            peer.info = PeerInfo(peer.info.peer_id, result.peer_name, peer.info.fingerprint)
         info = peer.info
         verdict = self.trust.check(info.name, info.fingerprint)
         if verdict is Verdict.NAME_MISMATCH:

@@ -111,8 +111,8 @@ def bench_handshake(keys: list[rsa.RSAPrivateKey], n: int) -> dict[str, float]:
         raw_times.append(time.process_time() - t0)
 
         t0 = time.process_time()
-        i = Handshake(Role.INITIATOR, ka, rng=os.urandom, now=0.0)
-        r = Handshake(Role.RESPONDER, kb, rng=os.urandom, now=0.0)
+        i = Handshake(Role.INITIATOR, ka, name="bench", rng=os.urandom, now=0.0)
+        r = Handshake(Role.RESPONDER, kb, name="bench", rng=os.urandom, now=0.0)
         m2 = r.receive(i.initiate())
         assert m2 is not None
         m3 = i.receive(m2)

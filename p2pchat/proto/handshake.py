@@ -40,6 +40,7 @@ from p2pchat.proto.messages import (
     M4,
     HsError,
     HsMessage,
+    check_name,
     parse_handshake,
 )
 from p2pchat.proto.oaep import OAEP_PADDING, oaep_decrypt, oaep_encrypt
@@ -87,9 +88,14 @@ TRANSITIONS: Final[dict[tuple[Role, State, Event], State]] = {
 _RECV_EVENT: Final = {M1: Event.RECV_M1, M2: Event.RECV_M2, M3: Event.RECV_M3, M4: Event.RECV_M4}
 
 
-def format_sas(exporter: bytes) -> str:
-    """Six decimal digits, ``123 456``, from the session's exporter secret."""
-    value = int.from_bytes(expand_label(exporter, b"sas", b"", 8), "big") % 1_000_000
+def format_sas(prk: bytes, th2: bytes) -> str:
+    """Six decimal digits, ``123 456``: the short authentication string.
+
+    It is derived from PRK and TH2, both fixed before either side can see the
+    other's secret (ms_i is committed in M1, ms_r sent in M2), never from
+    TH4: the initiator chooses M3's bytes after seeing M2 and could grind a
+    string that covered them."""
+    value = int.from_bytes(expand_label(prk, b"sas", th2, 8), "big") % 1_000_000
     return f"{value // 1000:03d} {value % 1000:03d}"
 
 
@@ -98,6 +104,7 @@ class HandshakeResult:
     """What a completed handshake established."""
 
     version: int
+    peer_name: str  #: the display name the peer put in the (authenticated) transcript
     peer_key: bytes = field(repr=False)  #: the peer's SubjectPublicKeyInfo DER, proven
     peer_fingerprint: bytes
     transcript_hash: bytes  #: TH4
@@ -120,6 +127,7 @@ class Handshake:
         role: Role,
         private_key: rsa.RSAPrivateKey,
         *,
+        name: str,
         rng: Rng,
         now: float,
         versions: tuple[int, ...] = SUPPORTED_VERSIONS,
@@ -136,6 +144,8 @@ class Handshake:
         self.deadline = now + timeout
         self._key = private_key
         self._key_der = public_der(private_key.public_key())
+        self._name = check_name(name, LocalProtocolError)
+        self._peer_name = ""
         self._rng = rng
         self._versions = versions
         self._expected = expected_peer
@@ -218,7 +228,7 @@ class Handshake:
     def _th(self) -> bytes:
         return sha256(*self._transcript)
 
-    def _finish(self, prk: bytes, th4: bytes) -> None:
+    def _finish(self, prk: bytes, th2: bytes, th4: bytes) -> None:
         secret_i = expand_label(prk, b"i traffic", th4, 32)
         secret_r = expand_label(prk, b"r traffic", th4, 32)
         exporter = expand_label(prk, b"exporter", th4, 32)
@@ -228,10 +238,11 @@ class Handshake:
         mine, theirs = (secret_i, secret_r) if self.role is Role.INITIATOR else (secret_r, secret_i)
         self.result = HandshakeResult(
             version=self._version,
+            peer_name=self._peer_name,
             peer_key=self._peer_der,
             peer_fingerprint=fingerprint(self._peer_der),
             transcript_hash=th4,
-            sas=format_sas(exporter),
+            sas=format_sas(prk, th2),
             sender=RecordSender(mine, self._rekey),
             receiver=RecordReceiver(theirs, self._rekey),
         )
@@ -254,7 +265,7 @@ class Handshake:
         eph = self._new_eph()
         self._ms_i = self._rng(SECRET_LEN)
         commit = sha256(b"p2pchat/1 commit", self._ms_i)
-        return self._emit(M1(self._versions, nonce, eph, self._key_der, commit))
+        return self._emit(M1(self._versions, nonce, eph, self._key_der, self._name, commit))
 
     def receive(self, payload: bytes) -> bytes | None:
         """Consume one envelope payload carrying a handshake message; return the
@@ -304,6 +315,7 @@ class Handshake:
             )
         self._version = common[-1]
         self._accept_peer_key(m1.key)
+        self._peer_name = m1.name
         assert self._peer_key is not None
         self._peer_eph = m1.eph
         self._commit = m1.commit
@@ -311,13 +323,14 @@ class Handshake:
         eph = self._new_eph()
         self._ms_r = self._rng(SECRET_LEN)
         ct = self._wrap(self._ms_r)
-        return self._emit(M2(self._version, nonce, eph, self._key_der, ct))
+        return self._emit(M2(self._version, nonce, eph, self._key_der, self._name, ct))
 
     def _on_m2(self, m2: M2) -> bytes:
         if m2.version not in self._versions:
             raise IncompatibleVersionError(f"peer chose protocol version {m2.version}")
         self._version = m2.version
         self._accept_peer_key(m2.key)
+        self._peer_name = m2.name
         assert self._peer_key is not None
         self._peer_eph = m2.eph
         ms_r = oaep_decrypt(self._key, m2.ct)
@@ -345,14 +358,15 @@ class Handshake:
             raise HandshakeError("handshake failed: the peer did not prove its key")
         th4 = self._th()
         fk_r = expand_label(prk, b"r finished", th4, 32)
-        self._finish(prk, th4)
+        self._finish(prk, th2, th4)
         return hmac.digest(fk_r, th4, "sha256")
 
     def _on_m4(self, m4: M4) -> None:
+        th2 = sha256(*self._transcript[:3])
         th4 = self._th()
         prk = self._prk_value
         self._prk_value = b""
         fk_r = expand_label(prk, b"r finished", th4, 32)
         if not hmac.compare_digest(hmac.digest(fk_r, th4, "sha256"), m4.fin):
             raise HandshakeError("handshake failed: the peer did not prove its key")
-        self._finish(prk, th4)
+        self._finish(prk, th2, th4)

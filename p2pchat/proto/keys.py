@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -79,10 +80,13 @@ def load_peer_key(spki_der: bytes) -> rsa.RSAPublicKey:
     identity: RSA, 3072 to 8192 bits, public exponent 65537."""
     try:
         key = serialization.load_der_public_key(spki_der)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # unknown algorithm OID
         raise PeerKeyError("peer sent a public key that does not parse") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise PeerKeyError("peer's identity key is not an RSA key")
+    if public_der(key) != spki_der:
+        # one key, one encoding: otherwise one key could have two fingerprints
+        raise PeerKeyError("peer's key is not a canonical SubjectPublicKeyInfo DER")
     bits = key.key_size
     if not RSA_MIN_BITS <= bits <= RSA_MAX_BITS:
         raise PeerKeyError(

@@ -435,6 +435,8 @@ def deliver_head(sender: int, payload_len: int) -> bytes:
 _H = HandshakeError
 RSA_CT_MIN: Final = 384
 RSA_CT_MAX: Final = 1024
+#: Largest handshake message body (M2 with an 8192-bit key is about 2.3 KB).
+MAX_HANDSHAKE_MESSAGE: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +447,7 @@ class M1:
     nonce: bytes  #: 32 random bytes
     eph: bytes  #: X25519 public key
     key: bytes  #: initiator's SubjectPublicKeyInfo DER
+    name: str  #: initiator's display name, authenticated by the transcript
     commit: bytes  #: SHA-256("p2pchat/1 commit" || ms_i)
 
     def to_wire(self) -> dict[str, Any]:
@@ -454,6 +457,7 @@ class M1:
             "nonce": self.nonce,
             "eph": self.eph,
             "key": self.key,
+            "name": self.name,
             "commit": self.commit,
         }
 
@@ -466,6 +470,7 @@ class M2:
     nonce: bytes
     eph: bytes
     key: bytes
+    name: str  #: responder's display name, authenticated by the transcript
     ct: bytes  #: OAEP(initiator key, ms_r)
 
     def to_wire(self) -> dict[str, Any]:
@@ -475,6 +480,7 @@ class M2:
             "nonce": self.nonce,
             "eph": self.eph,
             "key": self.key,
+            "name": self.name,
             "ct": self.ct,
         }
 
@@ -524,6 +530,7 @@ def _parse_m1(m: dict[str, Any]) -> M1:
         _bin(m, "nonce", _H, 32),
         _bin(m, "eph", _H, 32),
         _bin(m, "key", _H, 1, MAX_KEY_DER),
+        check_name(m.get("name"), _H),
         _bin(m, "commit", _H, 32),
     )
 
@@ -536,6 +543,7 @@ _HS_PARSERS: Final[dict[object, Callable[[dict[str, Any]], HsMessage]]] = {
         _bin(m, "nonce", _H, 32),
         _bin(m, "eph", _H, 32),
         _bin(m, "key", _H, 1, MAX_KEY_DER),
+        check_name(m.get("name"), _H),
         _bin(m, "ct", _H, RSA_CT_MIN, RSA_CT_MAX),
     ),
     3: lambda m: M3(_bin(m, "ct", _H, RSA_CT_MIN, RSA_CT_MAX), _bin(m, "fin", _H, 32)),
@@ -545,6 +553,10 @@ _HS_PARSERS: Final[dict[object, Callable[[dict[str, Any]], HsMessage]]] = {
 
 def parse_handshake(body: bytes) -> HsMessage:
     """Decode and validate one handshake message body (the bytes after ``HS_TAG``)."""
+    if len(body) > MAX_HANDSHAKE_MESSAGE:
+        raise HandshakeError(
+            f"handshake message of {len(body)} bytes, over the {MAX_HANDSHAKE_MESSAGE}-byte cap"
+        )
     try:
         obj = unpack(body)
     except MalformedFrameError as exc:

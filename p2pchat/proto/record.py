@@ -109,6 +109,8 @@ class RecordSender(_Direction):
         header = _HEADERS.get(content_type)
         if header is None:
             raise LocalProtocolError(f"unknown record content type {content_type}")
+        if content_type == CT_CLOSE and payload:
+            raise LocalProtocolError("a close record carries no payload")
         # nonce = IV xor sequence; to_bytes gives exactly 12 bytes or raises
         nonce = (self._iv ^ self.seq).to_bytes(NONCE_LEN, "big")
         out: bytes | bytearray
