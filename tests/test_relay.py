@@ -1,0 +1,229 @@
+"""The relay as a server: registration, routing, limits, and isolation of bad peers.
+
+Real TCP on 127.0.0.1, in-process relay, raw clients that speak frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from p2pchat.proto.framing import FrameDecoder
+from p2pchat.proto.keys import public_der
+from p2pchat.proto.messages import (
+    Deliver,
+    ErrorFrame,
+    Frame,
+    Hello,
+    Joined,
+    Left,
+    Ping,
+    Pong,
+    Send,
+    Welcome,
+    encode,
+    parse_body,
+)
+from p2pchat.relay import Relay, RelayLimits
+
+WAIT = 5.0
+
+
+class Client:
+    """A raw relay client: writes frames, reads typed frames."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.decoder = FrameDecoder(parse=parse_body)
+        self.pending: list[Frame] = []
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    def send(self, frame: Frame) -> None:
+        self.writer.write(encode(frame))
+
+    async def recv(self) -> Frame:
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(65536), WAIT)
+            if not data:
+                raise ConnectionError("closed by relay")
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.pop(0)
+
+    async def closed(self) -> bool:
+        """True once the relay has closed this connection (EOF or reset)."""
+        try:
+            while True:
+                data = await asyncio.wait_for(self.reader.read(65536), WAIT)
+                if not data:
+                    return True
+                self.pending.extend(self.decoder.feed(data))
+        except ConnectionError:
+            return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+def keys(rsa_keys: tuple[rsa.RSAPrivateKey, ...]) -> list[bytes]:
+    return [public_der(k.public_key()) for k in rsa_keys]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    limits: RelayLimits | None = None, owner: bytes | None = None
+) -> AsyncIterator[tuple[Relay, int]]:
+    relay = Relay(limits, owner_key=owner)
+    (_, port), *_ = await relay.async_start(["127.0.0.1"], 0)
+    try:
+        yield relay, port
+    finally:
+        await relay.async_close()
+
+
+async def register(port: int, name: str, key: bytes) -> tuple[Client, Welcome]:
+    client = await Client.connect(port)
+    client.send(Hello((1,), name, key))
+    welcome = await client.recv()
+    assert isinstance(welcome, Welcome)
+    return client, welcome
+
+
+async def test_registration_roster_routing_and_leave(keys: list[bytes]) -> None:
+    async with running(owner=keys[0]) as (_relay, port):
+        a, wa = await register(port, "alice", keys[0])
+        assert wa.peers == () and wa.host == wa.peer_id
+        b, wb = await register(port, "bob", keys[1])
+        assert [p.name for p in wb.peers] == ["alice"] and wb.host == wa.peer_id
+        joined = await a.recv()
+        assert isinstance(joined, Joined) and joined.peer.peer_id == wb.peer_id
+        assert joined.peer.key == keys[1]
+
+        a.send(Send(wb.peer_id, b"\x02opaque"))
+        got = await b.recv()
+        assert got == Deliver(wa.peer_id, b"\x02opaque")
+
+        b.close()
+        left = await a.recv()
+        assert left == Left(wb.peer_id)
+
+
+async def test_send_to_unknown_peer_answers_left(keys: list[bytes]) -> None:
+    async with running() as (_relay, port):
+        a, wa = await register(port, "alice", keys[0])
+        a.send(Send(999, b"x"))
+        assert await a.recv() == Left(999)
+        a.send(Send(wa.peer_id, b"to myself"))
+        assert await a.recv() == Left(wa.peer_id)
+        a.send(Ping(7))
+        assert await a.recv() == Pong(7)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff\xff\xff\xff",  # length prefix far over the cap
+        b"\x00\x00\x00\x00",  # zero length
+        b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1",  # invalid msgpack
+        b"\x00\x00\x00\x05\xdd\x05\xf5\xe1\x00",  # array declaring 10**8 items
+        b"\x00\x00\x00\x03\x93\x01\x02",  # truncated array inside a complete frame
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+async def test_malformed_input_closes_only_that_connection(
+    keys: list[bytes], garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running() as (relay, port):
+        a, wa = await register(port, "alice", keys[0])
+        b, wb = await register(port, "bob", keys[1])
+        await a.recv()  # bob joined
+        bad = await Client.connect(port)
+        bad.writer.write(garbage)
+        assert await bad.closed()
+        assert "closing connection 127.0.0.1:" in caplog.text
+        # registered peers are undisturbed
+        b.send(Send(wa.peer_id, b"\x02still here"))
+        assert await a.recv() == Deliver(wb.peer_id, b"\x02still here")
+        assert relay.participant_count == 2
+
+
+async def test_malformed_frame_from_registered_peer_tells_others_it_left(
+    keys: list[bytes],
+) -> None:
+    async with running() as (_relay, port):
+        a, _ = await register(port, "alice", keys[0])
+        b, wb = await register(port, "bob", keys[1])
+        await a.recv()  # joined
+        b.writer.write(b"\x00\x00\x00\x02\x91\xc1")
+        assert await b.closed()
+        assert await a.recv() == Left(wb.peer_id)
+
+
+async def test_frames_before_hello_and_second_hello_are_refused(keys: list[bytes]) -> None:
+    async with running() as (_relay, port):
+        early = await Client.connect(port)
+        early.send(Send(1, b"x"))
+        assert await early.closed()
+        a, _ = await register(port, "alice", keys[0])
+        a.send(Hello((1,), "alice", keys[0]))
+        assert await a.closed()
+
+
+async def test_incompatible_version_and_bad_key_get_a_reason(keys: list[bytes]) -> None:
+    async with running() as (_relay, port):
+        c = await Client.connect(port)
+        c.send(Hello((99,), "future", keys[0]))
+        err = await c.recv()
+        assert isinstance(err, ErrorFrame) and err.reason.startswith("incompatible version")
+        assert await c.closed()
+
+        ed = ed25519.Ed25519PrivateKey.generate().public_key()
+        d = await Client.connect(port)
+        d.send(
+            Hello((1,), "edwards", ed.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+        )
+        err = await d.recv()
+        assert isinstance(err, ErrorFrame) and "key" in err.reason
+        assert await d.closed()
+
+
+async def test_room_full(keys: list[bytes]) -> None:
+    async with running(RelayLimits(max_participants=1)) as (_relay, port):
+        alice, _ = await register(port, "alice", keys[0])
+        c = await Client.connect(port)
+        c.send(Hello((1,), "bob", keys[1]))
+        err = await c.recv()
+        assert isinstance(err, ErrorFrame) and "full" in err.reason
+        alice.close()
+
+
+async def test_unregistered_deadline(keys: list[bytes]) -> None:
+    async with running(RelayLimits(register_timeout=0.2)) as (relay, port):
+        loop = asyncio.get_running_loop()
+        idle = await Client.connect(port)
+        t0 = loop.time()
+        assert await idle.closed()
+        assert 0.15 <= loop.time() - t0 < 2.0
+        assert relay.unregistered_count == 0
+
+
+async def test_idle_flood_evicts_oldest_not_the_real_joiner(keys: list[bytes]) -> None:
+    async with running(RelayLimits(max_unregistered=4)) as (relay, port):
+        flood = [await Client.connect(port) for _ in range(12)]
+        # the relay accepted them all but keeps at most four waiting
+        alice, _ = await register(port, "alice", keys[0])
+        assert relay.participant_count == 1
+        assert relay.unregistered_count <= 4
+        closed = [await c.closed() for c in flood[:8]]
+        assert all(closed)
+        for c in [*flood, alice]:
+            c.close()

@@ -1,0 +1,203 @@
+"""Participants end to end through an in-process relay on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from p2pchat.identity import Identity, TrustStore
+from p2pchat.relay import Relay
+from p2pchat.session import (
+    Delivered,
+    Event,
+    MessageReceived,
+    Participant,
+    PeerLeft,
+    PeerRefused,
+    SessionReady,
+)
+
+WAIT = 10.0
+
+
+class Member:
+    def __init__(self, participant: Participant, events: list[Event]) -> None:
+        self.p = participant
+        self.events = events
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        assert await self.p.async_wait(predicate, WAIT), f"timed out; events: {self.events}"
+
+
+@contextlib.asynccontextmanager
+async def room(
+    tmp_path: Path, keys: tuple[rsa.RSAPrivateKey, ...]
+) -> AsyncIterator[Callable[..., object]]:
+    relay = Relay(owner_key=Identity.from_key(keys[0]).public_der)
+    (_, port), *_ = await relay.async_start(["127.0.0.1"], 0)
+    members: list[Member] = []
+
+    async def join(name: str, key_index: int, **kw: object) -> Member:
+        events: list[Event] = []
+        home = tmp_path / f"{name}-{key_index}"
+        home.mkdir(exist_ok=True)
+        p = Participant(
+            Identity.from_key(keys[key_index]), name, TrustStore.open(home), events.append, **kw
+        )
+        await p.async_connect("127.0.0.1", port, WAIT)
+        m = Member(p, events)
+        members.append(m)
+        return m
+
+    try:
+        yield join
+    finally:
+        for m in members:
+            await m.p.async_close()
+        await relay.async_close()
+
+
+async def test_two_participants_chat_with_acks(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        host = alice.p.host_id
+        assert host == bob.p.my_id
+        await alice.until(lambda: alice.p.is_ready(host))
+        await bob.until(lambda: bool(bob.of(SessionReady)))
+        (ra,), (rb,) = alice.of(SessionReady), bob.of(SessionReady)
+        assert ra.sas == rb.sas and ra.trust == rb.trust == "new"
+        assert ra.peer.fingerprint == Identity.from_key(rsa_keys[0]).fingerprint
+
+        ids = [alice.p.send_text(f"line {i}") for i in range(5)]
+        await alice.until(lambda: not alice.p.undelivered())
+        got = [e.text for e in bob.of(MessageReceived)]
+        assert got == [f"line {i}" for i in range(5)]
+        complete = [e.msg_id for e in alice.of(Delivered) if e.complete]
+        assert complete == ids
+        bob.p.send_text("hi alice")
+        await bob.until(lambda: not bob.p.undelivered())
+        assert [e.text for e in alice.of(MessageReceived)] == ["hi alice"]
+
+
+async def test_three_participants_every_pair_has_a_session(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        carol = await join("carol", 2)
+        for m in (bob, alice, carol):
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
+        carol.p.send_text("hello all")
+        await carol.until(lambda: not carol.p.undelivered())
+        for m in (bob, alice):
+            assert [(e.peer.name, e.text) for e in m.of(MessageReceived)] == [
+                ("carol", "hello all")
+            ]
+
+
+async def test_messages_typed_before_the_session_is_ready_are_queued(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        # alice's handshake with bob is in flight: this must wait for it, not vanish
+        alice.p.send_text("early")
+        await alice.until(lambda: not alice.p.undelivered())
+        assert [e.text for e in bob.of(MessageReceived)] == ["early"]
+
+
+async def test_clean_leave_is_reported_and_drops_pending(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        await bob.until(lambda: bool(bob.of(SessionReady)))
+        await alice.until(lambda: bool(alice.of(SessionReady)))
+        await alice.p.async_close()
+        await bob.until(lambda: bool(bob.of(PeerLeft)))
+        (left,) = bob.of(PeerLeft)
+        assert left.clean and left.peer.name == "alice"
+        assert bob.p.peers == []
+
+
+async def test_pinned_name_with_new_key_is_refused_before_any_message(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        # alice's home already pins "bob" under another key (key 2)
+        home = tmp_path / "alice-1"
+        home.mkdir()
+        TrustStore.open(home).pin("bob", Identity.from_key(rsa_keys[2]).fingerprint)
+        alice = await join("alice", 1)
+        await alice.until(lambda: bool(alice.of(PeerRefused)))
+        (refused,) = alice.of(PeerRefused)
+        assert refused.mismatch and refused.pinned == (Identity.from_key(rsa_keys[2]).fingerprint,)
+        assert not alice.p.is_ready(alice.p.host_id or 0)
+        alice.p.send_text("must not be sent")
+        assert alice.p.undelivered() == {}
+        assert bob.of(MessageReceived) == []
+
+
+async def test_expected_host_fingerprint_mismatch_is_refused(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        await join("bob", 0)
+        wrong = Identity.from_key(rsa_keys[2]).fingerprint
+        alice = await join("alice", 1, expected_host=wrong)
+        await alice.until(lambda: bool(alice.of(PeerRefused)))
+        assert alice.of(PeerRefused)[0].mismatch
+
+
+async def test_require_known_refuses_new_peers(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        await join("bob", 0)
+        alice = await join("alice", 1, require_known=True)
+        await alice.until(lambda: bool(alice.of(PeerRefused)))
+        assert not alice.of(PeerRefused)[0].mismatch
+
+
+@pytest.mark.parametrize("corrupt", ["flip", "replay"])
+async def test_a_bad_record_drops_only_that_peer(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...], corrupt: str
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        carol = await join("carol", 2)
+        for m in (bob, alice, carol):
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
+        # alice's session keys towards bob, used to forge a bad record on her connection
+        from p2pchat.proto.messages import encode_send
+
+        peer = alice.p._peers[bob.p.my_id or 0]
+        assert peer.result is not None
+        record = bytearray(peer.result.sender.seal(b"\x81\xa1t\xa2ka"))
+        if corrupt == "flip":
+            record[-1] ^= 1
+            alice.p._write(encode_send(bob.p.my_id or 0, bytes(record)))
+        else:
+            # deliver it twice: the second is a replay
+            alice.p._write(encode_send(bob.p.my_id or 0, bytes(record)) * 2)
+        await bob.until(lambda: bool(bob.of(PeerRefused)))
+        assert bob.of(PeerRefused)[0].peer.name == "alice"
+        # carol and bob still talk
+        carol.p.send_text("after")
+        await carol.until(lambda: not carol.p.undelivered())
+        assert [e.text for e in bob.of(MessageReceived)] == ["after"]
