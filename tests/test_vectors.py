@@ -1,0 +1,474 @@
+"""The known-answer vectors published in docs/PROTOCOL.md.
+
+Everything here is read from the document itself (the two test keys and the
+``name: value`` block) and checked three ways: the code reproduces every value
+from the documented inputs; each side accepts the other side's messages exactly
+as printed; and the spec's own definitions (re-implemented here from the text,
+with hashlib/hmac and pyca primitives only) give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from p2pchat.config import PROTOCOL_NAME
+from p2pchat.errors import DecryptError, HandshakeError
+from p2pchat.proto.handshake import Handshake, Role, State
+from p2pchat.proto.keys import fingerprint, format_fingerprint, public_der
+from p2pchat.proto.messages import encode_send
+from p2pchat.proto.record import CT_DATA, RecordReceiver, next_secret, traffic_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "PROTOCOL.md"
+SCRIPT = ROOT / "scripts" / "gen_vectors.py"
+BEGIN = "<!-- BEGIN TEST VECTORS"
+END = "<!-- END TEST VECTORS -->"
+
+#: every value the section must carry, in this order
+NAMES = [
+    "initiator_fp",
+    "initiator_fp_text",
+    "initiator_name",
+    "responder_fp",
+    "responder_fp_text",
+    "responder_name",
+    "nonce_i",
+    "eph_priv_i",
+    "ms_i",
+    "oaep_seed_i",
+    "nonce_r",
+    "eph_priv_r",
+    "ms_r",
+    "oaep_seed_r",
+    "eph_pub_i",
+    "eph_pub_r",
+    "commit_i",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "dh",
+    "th2",
+    "prk",
+    "fk_i",
+    "fin_i",
+    "th4",
+    "fk_r",
+    "fin_r",
+    "i_traffic",
+    "r_traffic",
+    "exporter",
+    "sas_bytes",
+    "sas",
+    "i_key",
+    "i_iv",
+    "r_key",
+    "r_iv",
+    "i_traffic_1",
+    "record_plaintext",
+    "record_i_0",
+    "send_frame",
+]
+TEXT_NAMES = frozenset(
+    {"initiator_fp_text", "initiator_name", "responder_fp_text", "responder_name", "sas"}
+)
+
+
+# ---------------------------------------------------------------- the document
+
+
+def _section() -> str:
+    doc = DOC.read_text(encoding="utf-8")
+    start, end = doc.find(BEGIN), doc.find(END)
+    assert 0 <= start < end, "docs/PROTOCOL.md has no test vector section"
+    return doc[start : end + len(END)]
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    return re.findall(r"^```text\n(.*?)^```$", text, flags=re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    blocks = _fenced_blocks(_section())
+    assert len(blocks) == 3, "expected two key blocks and one value block"
+    pem_i, pem_r, values = blocks
+    vec: dict[str, Any] = {}
+    for line in values.splitlines():
+        name, sep, value = line.partition(":")
+        assert sep, f"not a 'name: value' line: {line!r}"
+        name, value = name.strip(), value.strip()
+        assert name not in vec, f"{name} given twice"
+        vec[name] = value if name in TEXT_NAMES else bytes.fromhex(value)
+    assert list(vec) == NAMES
+    for pem in (pem_i, pem_r):
+        assert pem.startswith("-----BEGIN PRIVATE KEY-----\n")
+    key_i = serialization.load_pem_private_key(pem_i.encode("ascii"), password=None)
+    key_r = serialization.load_pem_private_key(pem_r.encode("ascii"), password=None)
+    assert isinstance(key_i, rsa.RSAPrivateKey) and isinstance(key_r, rsa.RSAPrivateKey)
+    return {"key_i": key_i, "key_r": key_r, **vec}
+
+
+class SpecRng:
+    """Draw i (from 0) of a side: SHA-256("p2pchat/1 vector " || side || BE32(i))[:n]."""
+
+    def __init__(self, side: bytes) -> None:
+        self.side = side
+        self.draws: list[bytes] = []
+
+    def __call__(self, n: int) -> bytes:
+        if not 1 <= n <= 32:
+            raise ValueError(n)
+        digest = hashlib.sha256(
+            b"p2pchat/1 vector " + self.side + len(self.draws).to_bytes(4, "big")
+        )
+        self.draws.append(digest.digest()[:n])
+        return self.draws[-1]
+
+
+def _initiator(
+    doc: dict[str, Any], log: dict[str, bytes] | None = None, rng: SpecRng | None = None
+) -> Handshake:
+    return Handshake(
+        Role.INITIATOR,
+        doc["key_i"],
+        name=doc["initiator_name"],
+        rng=rng or SpecRng(b"initiator"),
+        now=0.0,
+        seeded_oaep=True,  # the OAEP seeds come from rng too
+        keylog=None if log is None else log.__setitem__,
+    )
+
+
+def _responder(
+    doc: dict[str, Any], log: dict[str, bytes] | None = None, rng: SpecRng | None = None
+) -> Handshake:
+    return Handshake(
+        Role.RESPONDER,
+        doc["key_r"],
+        name=doc["responder_name"],
+        rng=rng or SpecRng(b"responder"),
+        now=0.0,
+        seeded_oaep=True,  # the OAEP seeds come from rng too
+        keylog=None if log is None else log.__setitem__,
+    )
+
+
+# ---------------------------------------------------------------- the generator
+
+
+def test_document_is_what_the_generator_prints() -> None:
+    spec = importlib.util.spec_from_file_location("gen_vectors", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render() == _section(), (
+        "run: python scripts/gen_vectors.py --write docs/PROTOCOL.md"
+    )
+    assert module.main(["--check", str(DOC)]) == 0
+
+
+def test_rng_definition() -> None:
+    rng = SpecRng(b"initiator")
+    first = rng(32)
+    assert first == hashlib.sha256(b"p2pchat/1 vector initiator\x00\x00\x00\x00").digest()
+    assert rng(12) == hashlib.sha256(b"p2pchat/1 vector initiator\x00\x00\x00\x01").digest()[:12]
+    with pytest.raises(ValueError):
+        rng(33)
+
+
+# ---------------------------------------------------------------- the code reproduces the doc
+
+
+def test_both_sides_reproduce_every_value(doc: dict[str, Any]) -> None:
+    log_i: dict[str, bytes] = {}
+    log_r: dict[str, bytes] = {}
+    rng_i, rng_r = SpecRng(b"initiator"), SpecRng(b"responder")
+    ini, res = _initiator(doc, log_i, rng_i), _responder(doc, log_r, rng_r)
+    m1 = ini.initiate()
+    assert m1 == doc["m1"]
+    m2 = res.receive(m1)
+    assert m2 == doc["m2"]
+    m3 = ini.receive(m2)
+    assert m3 == doc["m3"]
+    m4 = res.receive(m3)
+    assert m4 == doc["m4"]
+    assert ini.receive(m4) is None
+    assert ini.state is State.DONE and res.state is State.DONE
+    assert ini.result is not None and res.result is not None
+
+    # the documented order of draws: nonce, ephemeral, secret, OAEP seed (nothing else)
+    assert rng_i.draws == [doc[n] for n in ("nonce_i", "eph_priv_i", "ms_i", "oaep_seed_i")]
+    assert rng_r.draws == [doc[n] for n in ("nonce_r", "eph_priv_r", "ms_r", "oaep_seed_r")]
+    for log in (log_i, log_r):
+        assert log == {
+            "i traffic": doc["i_traffic"],
+            "r traffic": doc["r_traffic"],
+            "exporter": doc["exporter"],
+        }
+    for result in (ini.result, res.result):
+        assert result.transcript_hash == doc["th4"]
+        assert result.sas == doc["sas"]
+        assert result.version == 1
+    assert ini.result.peer_fingerprint == doc["responder_fp"]
+    assert res.result.peer_fingerprint == doc["initiator_fp"]
+    # each side learns the other's name from the transcript, not from the relay
+    assert ini.result.peer_name == doc["responder_name"] == "bob"
+    assert res.result.peer_name == doc["initiator_name"] == "alice"
+    assert traffic_keys(doc["i_traffic"]) == (doc["i_key"], doc["i_iv"])
+    assert traffic_keys(doc["r_traffic"]) == (doc["r_key"], doc["r_iv"])
+    assert next_secret(doc["i_traffic"]) == doc["i_traffic_1"]
+
+    assert doc["record_plaintext"] == b"hello, bob"
+    record = ini.result.sender.seal(b"hello, bob")
+    assert record == doc["record_i_0"]
+    assert encode_send(2, record) == doc["send_frame"]
+    assert res.result.receiver.open(record) == (CT_DATA, b"hello, bob")
+
+
+def test_responder_accepts_the_doc_messages(doc: dict[str, Any]) -> None:
+    res = _responder(doc)
+    assert res.receive(doc["m1"]) == doc["m2"]
+    assert res.receive(doc["m3"]) == doc["m4"]
+    assert res.complete and res.result is not None
+    assert res.result.peer_name == doc["initiator_name"]
+    assert res.result.sas == doc["sas"]
+    assert res.result.receiver.open(doc["record_i_0"]) == (CT_DATA, b"hello, bob")
+    # the same record a second time is a replay
+    with pytest.raises(DecryptError):
+        res.result.receiver.open(doc["record_i_0"])
+
+
+def test_initiator_accepts_the_doc_messages(doc: dict[str, Any]) -> None:
+    ini = _initiator(doc)
+    assert ini.initiate() == doc["m1"]
+    assert ini.receive(doc["m2"]) == doc["m3"]
+    assert ini.receive(doc["m4"]) is None
+    assert ini.complete and ini.result is not None
+    assert ini.result.peer_name == doc["responder_name"]
+    assert ini.result.sas == doc["sas"]
+    assert ini.result.sender.seal(doc["record_plaintext"]) == doc["record_i_0"]
+
+
+def test_default_mode_draws_no_oaep_seed_and_interoperates(doc: dict[str, Any]) -> None:
+    # without seeded_oaep OpenSSL picks the OAEP seed: only `ct` differs from the doc
+    rng = SpecRng(b"responder")
+    res = Handshake(Role.RESPONDER, doc["key_r"], name=doc["responder_name"], rng=rng, now=0.0)
+    m2 = res.receive(doc["m1"])
+    assert m2 is not None
+    assert rng.draws == [doc["nonce_r"], doc["eph_priv_r"], doc["ms_r"]]
+    ours, theirs = _body(m2), _body(doc["m2"])
+    assert ours["ct"] != theirs["ct"]
+    assert {k: v for k, v in ours.items() if k != "ct"} == {
+        k: v for k, v in theirs.items() if k != "ct"
+    }
+    ini = _initiator(doc)
+    ini.initiate()
+    m3 = ini.receive(m2)
+    assert m3 is not None
+    m4 = res.receive(m3)
+    assert m4 is not None
+    assert ini.receive(m4) is None
+    assert ini.result is not None and res.result is not None
+    assert ini.result.sas == res.result.sas
+
+
+def test_the_sas_does_not_depend_on_m3(doc: dict[str, Any]) -> None:
+    # an initiator in default mode sends another M3 (OpenSSL picks the OAEP
+    # seed): TH4 and the traffic keys change, the SAS (PRK and TH2) does not
+    rng = SpecRng(b"initiator")
+    ini = Handshake(Role.INITIATOR, doc["key_i"], name=doc["initiator_name"], rng=rng, now=0.0)
+    assert ini.initiate() == doc["m1"]
+    m3 = ini.receive(doc["m2"])
+    assert m3 is not None and m3 != doc["m3"]
+    assert rng.draws == [doc["nonce_i"], doc["eph_priv_i"], doc["ms_i"]]
+    res = _responder(doc)
+    assert res.receive(doc["m1"]) == doc["m2"]
+    m4 = res.receive(m3)
+    assert m4 is not None
+    assert ini.receive(m4) is None
+    assert ini.result is not None and res.result is not None
+    assert ini.result.transcript_hash == res.result.transcript_hash != doc["th4"]
+    assert ini.result.sender.seal(doc["record_plaintext"]) != doc["record_i_0"]
+    assert ini.result.sas == res.result.sas == doc["sas"]
+
+
+def test_a_name_rewritten_on_the_way_fails_the_handshake(doc: dict[str, Any]) -> None:
+    # the relay re-encodes M1 with another name: the responder's TH2 differs
+    # from the initiator's, so the initiator's Finished does not verify
+    body = _body(doc["m1"])
+    body["name"] = "mallory"
+    forged = b"\x01" + msgpack.packb(body, use_bin_type=True)
+    ini, res = _initiator(doc), _responder(doc)
+    assert ini.initiate() == doc["m1"]
+    m2 = res.receive(forged)
+    assert m2 is not None
+    m3 = ini.receive(m2)
+    assert m3 is not None
+    with pytest.raises(HandshakeError, match="did not prove"):
+        res.receive(m3)
+    assert res.state is State.FAILED and res.result is None
+
+
+def test_a_receiver_built_from_the_doc_secret_opens_the_record(doc: dict[str, Any]) -> None:
+    receiver = RecordReceiver(doc["i_traffic"])
+    assert receiver.open(doc["record_i_0"]) == (CT_DATA, b"hello, bob")
+
+
+# ---------------------------------------------------------------- the spec text gives the doc
+
+
+def _expand_label(secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
+    info = b"p2pchat/1 " + label + context
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.digest(secret, block + info + bytes((counter,)), "sha256")
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def _sha(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def _mgf1(seed: bytes, length: int) -> bytes:
+    out = b"".join(_sha(seed, i.to_bytes(4, "big")) for i in range(-(-length // 32)))
+    return out[:length]
+
+
+def _oaep(key: rsa.RSAPublicKey, message: bytes, seed: bytes) -> bytes:
+    """RFC 8017 section 7.1.1, SHA-256 and MGF1-SHA-256, empty label."""
+    n, e = key.public_numbers().n, key.public_numbers().e
+    k = (n.bit_length() + 7) // 8
+    db = _sha(b"") + bytes(k - len(message) - 66) + b"\x01" + message
+    masked_db = bytes(a ^ b for a, b in zip(db, _mgf1(seed, len(db)), strict=True))
+    masked_seed = bytes(a ^ b for a, b in zip(seed, _mgf1(masked_db, 32), strict=True))
+    em = int.from_bytes(b"\x00" + masked_seed + masked_db, "big")
+    return pow(em, e, n).to_bytes(k, "big")
+
+
+def _body(payload: bytes) -> dict[str, Any]:
+    assert payload[0] == 0x01
+    obj = msgpack.unpackb(payload[1:], raw=False)
+    assert isinstance(obj, dict)
+    return obj
+
+
+def test_identities(doc: dict[str, Any]) -> None:
+    for side, key in (("initiator", doc["key_i"]), ("responder", doc["key_r"])):
+        assert key.key_size == 3072 and key.public_key().public_numbers().e == 65537
+        der = public_der(key.public_key())
+        assert doc[f"{side}_fp"] == hashlib.sha256(der).digest() == fingerprint(der)
+        assert doc[f"{side}_fp_text"] == format_fingerprint(doc[f"{side}_fp"])
+        assert len(doc[f"{side}_fp_text"].split("-")) == 13
+
+
+def test_rng_draws(doc: dict[str, Any]) -> None:
+    for side, names in (
+        (b"initiator", ("nonce_i", "eph_priv_i", "ms_i", "oaep_seed_i")),
+        (b"responder", ("nonce_r", "eph_priv_r", "ms_r", "oaep_seed_r")),
+    ):
+        rng = SpecRng(side)
+        assert [rng(32) for _ in names] == [doc[n] for n in names]
+
+
+def test_handshake_messages_carry_the_documented_fields(doc: dict[str, Any]) -> None:
+    der_i = public_der(doc["key_i"].public_key())
+    der_r = public_der(doc["key_r"].public_key())
+    m1, m2, m3, m4 = (_body(doc[n]) for n in ("m1", "m2", "m3", "m4"))
+    assert list(m1) == ["t", "versions", "nonce", "eph", "key", "name", "commit"]
+    assert m1 == {
+        "t": 1,
+        "versions": [1],
+        "nonce": doc["nonce_i"],
+        "eph": doc["eph_pub_i"],
+        "key": der_i,
+        "name": doc["initiator_name"],
+        "commit": doc["commit_i"],
+    }
+    assert list(m2) == ["t", "version", "nonce", "eph", "key", "name", "ct"]
+    assert m2 == {
+        "t": 2,
+        "version": 1,
+        "nonce": doc["nonce_r"],
+        "eph": doc["eph_pub_r"],
+        "key": der_r,
+        "name": doc["responder_name"],
+        "ct": _oaep(doc["key_i"].public_key(), doc["ms_r"], doc["oaep_seed_r"]),
+    }
+    assert m3 == {
+        "t": 3,
+        "ct": _oaep(doc["key_r"].public_key(), doc["ms_i"], doc["oaep_seed_i"]),
+        "fin": doc["fin_i"],
+    }
+    assert m4 == {"t": 4, "fin": doc["fin_r"]}
+    # each secret is ordinary OAEP: pyca decrypts it with the recipient's private key
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+    assert doc["key_i"].decrypt(m2["ct"], oaep) == doc["ms_r"]
+    assert doc["key_r"].decrypt(m3["ct"], oaep) == doc["ms_i"]
+
+
+def test_key_schedule_from_the_spec(doc: dict[str, Any]) -> None:
+    def pub(private: bytes) -> bytes:
+        return x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+    assert pub(doc["eph_priv_i"]) == doc["eph_pub_i"]
+    assert pub(doc["eph_priv_r"]) == doc["eph_pub_r"]
+    dh_i = x25519.X25519PrivateKey.from_private_bytes(doc["eph_priv_i"]).exchange(
+        x25519.X25519PublicKey.from_public_bytes(doc["eph_pub_r"])
+    )
+    dh_r = x25519.X25519PrivateKey.from_private_bytes(doc["eph_priv_r"]).exchange(
+        x25519.X25519PublicKey.from_public_bytes(doc["eph_pub_i"])
+    )
+    assert dh_i == dh_r == doc["dh"]
+    assert _sha(b"p2pchat/1 commit", doc["ms_i"]) == doc["commit_i"]
+
+    assert PROTOCOL_NAME == b"p2pchat/1 RSA3072-OAEP-SHA256 X25519 HKDF-SHA256 AES256GCM"
+    m1, m2, m3 = (doc[n][1:] for n in ("m1", "m2", "m3"))
+    th2 = _sha(PROTOCOL_NAME, m1, m2)
+    th4 = _sha(PROTOCOL_NAME, m1, m2, m3)
+    assert th2 == doc["th2"] and th4 == doc["th4"]
+    prk = hmac.digest(_sha(PROTOCOL_NAME), doc["dh"] + doc["ms_i"] + doc["ms_r"], "sha256")
+    assert prk == doc["prk"]
+    assert _expand_label(prk, b"i finished", th2, 32) == doc["fk_i"]
+    assert hmac.digest(doc["fk_i"], th2, "sha256") == doc["fin_i"]
+    assert _expand_label(prk, b"r finished", th4, 32) == doc["fk_r"]
+    assert hmac.digest(doc["fk_r"], th4, "sha256") == doc["fin_r"]
+    assert _expand_label(prk, b"i traffic", th4, 32) == doc["i_traffic"]
+    assert _expand_label(prk, b"r traffic", th4, 32) == doc["r_traffic"]
+    assert _expand_label(prk, b"exporter", th4, 32) == doc["exporter"]
+
+    # SAS = int(expand_label(PRK, "sas", TH2, 8)) mod 10^6: over PRK and TH2, not TH4
+    sas_bytes = _expand_label(prk, b"sas", th2, 8)
+    assert sas_bytes == doc["sas_bytes"]
+    value = int.from_bytes(sas_bytes, "big") % 10**6
+    assert doc["sas"] == f"{value // 1000:03d} {value % 1000:03d}"
+
+    for side in ("i", "r"):
+        secret = doc[f"{side}_traffic"]
+        assert _expand_label(secret, b"key", b"", 32) == doc[f"{side}_key"]
+        assert _expand_label(secret, b"iv", b"", 12) == doc[f"{side}_iv"]
+    assert _expand_label(doc["i_traffic"], b"key update", b"", 32) == doc["i_traffic_1"]
+
+
+def test_record_and_frame_from_the_spec(doc: dict[str, Any]) -> None:
+    record = doc["record_i_0"]
+    header = bytes((0x02, 0x00))  # record tag, content type "data"
+    assert record[:2] == header
+    nonce = (int.from_bytes(doc["i_iv"], "big") ^ 0).to_bytes(12, "big")  # sequence number 0
+    assert AESGCM(doc["i_key"]).decrypt(nonce, record[2:], header) == b"hello, bob"
+    assert len(record) == 2 + len(b"hello, bob") + 16
+    body = msgpack.packb({"t": "send", "to": 2, "p": record}, use_bin_type=True)
+    assert doc["send_frame"] == len(body).to_bytes(4, "big") + body
