@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
 import signal
 import sys
 import threading
@@ -23,16 +24,19 @@ from p2pchat.errors import (
     P2PChatError,
 )
 from p2pchat.identity import Identity, TrustStore
+from p2pchat.outbox import Outbox
 from p2pchat.output import LineOutput
 from p2pchat.session import (
-    Disconnected,
     Event,
     Participant,
-    PeerLeft,
-    PeerRefused,
 )
 
 __all__ = ["EXIT_MISMATCH", "EXIT_NOT_FOUND", "EXIT_UNDELIVERED", "run_host", "run_join"]
+
+RECONNECT_BASE = 0.5
+RECONNECT_CAP = 10.0
+RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake included
+RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
 
 EXIT_FAILURE = 1
 EXIT_NOT_FOUND = 2
@@ -79,15 +83,31 @@ def _interactive(args: argparse.Namespace) -> bool:
 
 
 class _Events:
-    """Fans participant events out to the output and to the runner's own checks."""
+    """Fans participant events out to the output, and wakes whoever waits for a change."""
 
     def __init__(self, out: LineOutput) -> None:
         self.out = out
         self.sinks: list[Callable[[Event], None]] = [out]
+        self.wake = asyncio.Event()
 
     def __call__(self, event: Event) -> None:
         for sink in self.sinks:
             sink(event)
+        self.wake.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``predicate()`` holds, re-checked after every event; False on timeout."""
+
+        async def waiter() -> None:
+            while not predicate():
+                self.wake.clear()
+                await self.wake.wait()
+
+        try:
+            await asyncio.wait_for(waiter(), timeout)
+        except TimeoutError:
+            return predicate()
+        return True
 
 
 async def _send_line(participant: Participant, out: LineOutput, line: str) -> None:
@@ -99,6 +119,15 @@ async def _send_line(participant: Participant, out: LineOutput, line: str) -> No
 
 
 # ---------------------------------------------------------------- host
+
+
+class _Fixed:
+    """The host's way into the room: its own participant, which never reconnects."""
+
+    fatal: int | None = None
+
+    def __init__(self, participant: Participant) -> None:
+        self.participant: Participant | None = participant
 
 
 async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
@@ -117,7 +146,13 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
         raise P2PChatError(f"cannot listen on {', '.join(bind)} port {args.port}: {exc}") from exc
     port = served[0][1]
     events = _Events(out)
-    participant = Participant(identity, name, trust, events, require_known=args.require_known)
+    from p2pchat.identity import load_storage_key, resolve_home
+
+    home = resolve_home(args.home)
+    outbox = Outbox(home / "outbox-host.bin", load_storage_key(home))
+    participant = Participant(
+        identity, name, trust, events, require_known=args.require_known, outbox=outbox
+    )
     stop = asyncio.Event()
     _install_stop(stop)
     own = "127.0.0.1" if bind == ["0.0.0.0"] else served[0][0]  # noqa: S104
@@ -147,7 +182,7 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
         if _interactive(args):
             from p2pchat.ui import run_interactive
 
-            await run_interactive(participant, events, stop, host_id=None)
+            await run_interactive(_Fixed(participant), events, stop, joiner=False)
         else:
             await _host_lines(participant, out, stop)
     finally:
@@ -199,7 +234,7 @@ async def _discover(
 
     interfaces = resolve_interfaces(args.interface or [])
     if args.hostname:
-        wanted = args.hostname
+        wanted: str = args.hostname
 
         def want(h: HostInfo) -> bool:
             return h.name == wanted or h.instance.split(".")[0] == wanted
@@ -236,16 +271,152 @@ async def _discover(
     return [(a, host.port) for a in host.addresses], host.fingerprint, host.name
 
 
+class _Link:
+    """The joiner's way into the room: a participant connected to the host,
+    replaced by a fresh one (new connection, new handshakes) whenever the
+    connection drops. The outbox outlives every participant."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        identity: Identity,
+        trust: TrustStore,
+        events: _Events,
+        outbox: Outbox,
+        name: str,
+    ) -> None:
+        self.args = args
+        self.identity = identity
+        self.trust = trust
+        self.events = events
+        self.outbox = outbox
+        self.name = name
+        self.participant: Participant | None = None
+        self.host_fp: bytes | None = None
+        self.fatal: int | None = None  #: exit code once the link cannot go on
+
+    def _new_participant(self, expected: bytes | None) -> Participant:
+        return Participant(
+            self.identity,
+            self.name,
+            self.trust,
+            self.events,
+            require_known=self.args.require_known,
+            expected_host=expected,
+            outbox=self.outbox,
+        )
+
+    async def connect(
+        self, targets: list[tuple[str, int]], expected: bytes | None, deadline: float
+    ) -> Participant:
+        """Connect and wait for the secure session with the host. Raises a
+        P2PChatError (with ``exit_code`` for trust failures) when it fails."""
+        participant = self._new_participant(expected)
+        self.participant = participant
+        await _connect_any(participant, targets, deadline, self.events.out)
+        host_id = participant.host_id
+        if host_id is None:
+            raise P2PChatError("the relay did not say which participant is its host")
+        ok = await self.events.wait_until(
+            lambda: participant.is_ready(host_id) or _host_failure(participant) is not None,
+            max(0.0, deadline - time.monotonic()),
+        )
+        failure = _host_failure(participant)
+        if failure is not None:
+            raise failure
+        if not ok:
+            raise P2PChatError(f"no secure session with the host within {self.args.timeout:g} s")
+        self.host_fp = next(p.fingerprint for p in participant.peers if p.peer_id == host_id)
+        return participant
+
+    async def keep_up(self, stop: asyncio.Event) -> None:
+        """Reconnect whenever the connection drops: exponential backoff with
+        jitter, capped at 10 s, rediscovering the host by its fingerprint."""
+        attempt = 0
+        while not stop.is_set():
+            current = self.participant
+            assert current is not None
+
+            def dropped(c: Participant = current) -> bool:
+                return stop.is_set() or c.disconnected is not None
+
+            await self.events.wait_until(dropped, None)
+            if stop.is_set():
+                return
+            while not stop.is_set():
+                delay = min(RECONNECT_CAP, RECONNECT_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                self.events.out.status(f"reconnecting in {delay:.1f} s (attempt {attempt})")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+                await current.async_close()
+                try:
+                    targets = await self._locate()
+                    await self.connect(targets, self.host_fp, time.monotonic() + RECONNECT_WAIT)
+                except _TrustFailure as exc:
+                    self.events.out.status(f"error: {exc}")
+                    self.fatal = exc.exit_code
+                    self.events.wake.set()
+                    return
+                except (P2PChatError, OSError, TimeoutError) as exc:
+                    self.events.out.status(f"reconnect failed: {exc}")
+                    current = self.participant or current
+                    continue
+                self.events.out.status("reconnected; sending what was not delivered")
+                attempt = 0
+                break
+
+    async def _locate(self) -> list[tuple[str, int]]:
+        """Where the host is now: the --connect address, or wherever the
+        pinned fingerprint is advertised (the port may have changed)."""
+        if self.args.connect:
+            return [_parse_connect(self.args.connect)]
+        from p2pchat.discovery import async_browse, resolve_interfaces
+
+        fp = self.host_fp
+        hosts = await async_browse(
+            timeout=RECONNECT_BROWSE,
+            interfaces=resolve_interfaces(self.args.interface or []),
+            want=lambda h: h.fingerprint == fp,
+        )
+        found = [h for h in hosts if h.fingerprint == fp]
+        if not found:
+            raise DiscoveryError("the host is not advertised right now")
+        return [(a, found[0].port) for a in found[0].addresses]
+
+
+class _TrustFailure(P2PChatError):
+    """The host's proven key is refused: a fatal failure with its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _host_failure(participant: Participant) -> P2PChatError | None:
+    """Why the session with the host failed, if it did."""
+    host_id = participant.host_id
+    for event in participant.refusals:
+        if event.peer.peer_id == host_id:
+            code = EXIT_MISMATCH if event.mismatch or "known" in event.reason else EXIT_FAILURE
+            return _TrustFailure(f"not connecting to {event.peer.name}: {event.reason}", code)
+    if participant.disconnected is not None and not participant.is_ready(host_id or -1):
+        return BrokenConnectionError(participant.disconnected.reason)
+    return None
+
+
 async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
+    from p2pchat.identity import load_storage_key, resolve_home
     from p2pchat.proto.messages import check_name
 
     name = check_name(args.name, ConfigError)
     out = LineOutput(json_mode=args.json)
-    started = time.monotonic()
-    deadline = started + args.timeout
+    deadline = time.monotonic() + args.timeout
     expected = args.expect_fingerprint
     if args.connect:
-        targets, host_name = [_parse_connect(args.connect)], args.connect
+        targets = [_parse_connect(args.connect)]
     else:
         targets, advertised, host_name = await _discover(args, trust)
         if advertised is not None:
@@ -255,62 +426,36 @@ async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustSto
                     "--expect-fingerprint; nothing was sent"
                 )
             expected = expected or advertised
+    home = resolve_home(args.home)
+    outbox = Outbox(home / "outbox-join.bin", load_storage_key(home))
     events = _Events(out)
-    verdict: list[Event] = []
-
-    def watch(event: Event) -> None:
-        if isinstance(event, PeerRefused | PeerLeft | Disconnected):
-            verdict.append(event)
-
-    events.sinks.append(watch)
-    participant = Participant(
-        identity, name, trust, events, require_known=args.require_known, expected_host=expected
-    )
-    await _connect_any(participant, targets, deadline, out)
+    link = _Link(args, identity, trust, events, outbox, name)
     stop = asyncio.Event()
     _install_stop(stop)
+    keeper: asyncio.Task[None] | None = None
     try:
-        host_id = participant.host_id
-        if host_id is None:
-            raise P2PChatError("the relay did not say which participant is its host")
-        ok = await participant.async_wait(
-            lambda: participant.is_ready(host_id) or _host_failed(verdict, host_id) is not None,
-            max(0.0, deadline - time.monotonic()),
-        )
-        failure = _host_failed(verdict, host_id)
-        if failure is not None:
-            return _failure_exit(failure, out)
-        if not ok:
-            raise P2PChatError(f"no secure session with the host within {args.timeout:g} s")
+        try:
+            await link.connect(targets, expected, deadline)
+        except _TrustFailure as exc:
+            out.status(f"error: {exc}")
+            return exc.exit_code
+        keeper = asyncio.ensure_future(link.keep_up(stop))
         if _interactive(args):
             from p2pchat.ui import run_interactive
 
-            await run_interactive(participant, events, stop, host_id=host_id)
+            await run_interactive(link, events, stop, joiner=True)
             return 0
-        return await _join_lines(participant, out, stop, host_id, verdict, args.timeout)
+        return await _join_lines(link, events, stop, args.timeout)
     finally:
-        await participant.async_close()
-
-
-def _host_failed(verdict: list[Event], host_id: int) -> Event | None:
-    for ev in verdict:
-        if isinstance(ev, Disconnected):
-            return ev
-        if isinstance(ev, PeerRefused | PeerLeft) and ev.peer.peer_id == host_id:
-            return ev
-    return None
-
-
-def _failure_exit(event: Event, out: LineOutput) -> int:
-    if isinstance(event, PeerRefused):
-        out.status(f"error: not connecting to {event.peer.name}: {event.reason}")
-        return EXIT_MISMATCH if event.mismatch or "known" in event.reason else EXIT_FAILURE
-    if isinstance(event, PeerLeft):
-        out.status(f"error: the host {event.peer.name} left")
-        return EXIT_FAILURE
-    assert isinstance(event, Disconnected)
-    out.status(f"error: {event.reason}")
-    return EXIT_FAILURE
+        stop.set()
+        events.wake.set()
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if link.participant is not None:
+            await link.participant.async_close()
+        outbox.save()
 
 
 async def _connect_any(
@@ -334,47 +479,40 @@ async def _connect_any(
     )
 
 
-async def _join_lines(
-    participant: Participant,
-    out: LineOutput,
-    stop: asyncio.Event,
-    host_id: int,
-    verdict: list[Event],
-    timeout: float,
-) -> int:
+async def _join_lines(link: _Link, events: _Events, stop: asyncio.Event, timeout: float) -> int:
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     _stdin_lines(queue)
     stopper = asyncio.ensure_future(stop.wait())
+    fatal = asyncio.ensure_future(events.wait_until(lambda: link.fatal is not None, None))
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
-            gone = asyncio.ensure_future(
-                participant.async_wait(lambda: _host_failed(verdict, host_id) is not None, None)
-            )
             done, _ = await asyncio.wait(
-                {getter, stopper, gone}, return_when=asyncio.FIRST_COMPLETED
+                {getter, stopper, fatal}, return_when=asyncio.FIRST_COMPLETED
             )
-            gone.cancel()
             if getter not in done:
                 getter.cancel()
-                if stopper in done:
-                    return 0
-                failure = _host_failed(verdict, host_id)
-                assert failure is not None
-                return _failure_exit(failure, out)
+                return 0 if link.fatal is None else link.fatal
             line = getter.result()
             if line is None:
                 break
-            await _send_line(participant, out, line)
+            assert link.participant is not None
+            await _send_line(link.participant, events.out, line)
     finally:
         stopper.cancel()
-    # stdin ended: wait until everything sent has been acknowledged
-    done_ok = await participant.async_wait(lambda: not participant.undelivered(), timeout)
-    if done_ok:
+        fatal.cancel()
+    # stdin ended: wait until everything sent has been acknowledged (reconnecting if need be)
+    delivered = await events.wait_until(
+        lambda: not link.outbox.pending() or link.fatal is not None or stop.is_set(), timeout
+    )
+    if link.fatal is not None:
+        return link.fatal
+    if delivered:
         return 0
-    missing = participant.undelivered()
-    names = sorted({p.name for peers in missing.values() for p in peers})
-    out.error(
+    assert link.participant is not None
+    missing = link.participant.undelivered()
+    names = sorted({n for peers in missing.values() for n in peers})
+    events.out.error(
         f"{len(missing)} message(s) not delivered within {timeout:g} s to: {', '.join(names)}"
     )
     return EXIT_UNDELIVERED

@@ -36,3 +36,8 @@ REKEY_INTERVAL: Final = 1 << 20
 
 #: Seconds an end-to-end handshake may take from its first message.
 HANDSHAKE_TIMEOUT: Final = 15.0
+
+#: Seconds of quiet before a participant sends an encrypted keepalive to a peer.
+KEEPALIVE_INTERVAL: Final = 5.0
+#: Seconds without any record from a peer before it is presumed gone.
+KEEPALIVE_DEAD: Final = 15.0

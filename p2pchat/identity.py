@@ -49,19 +49,24 @@ __all__ = [
     "ENV_HOME",
     "ENV_PASSPHRASE",
     "IDENTITY_FILE",
+    "STORAGE_KEY_FILE",
     "TRUST_FILE",
     "Identity",
     "Pin",
     "TrustStore",
     "Verdict",
     "load_identity",
+    "load_storage_key",
     "resolve_home",
+    "write_private",
 ]
 
 ENV_HOME = "P2PCHAT_HOME"
 ENV_PASSPHRASE = "P2PCHAT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 IDENTITY_FILE = "identity.pem"
 TRUST_FILE = "known_peers.json"
+#: 32 random bytes that encrypt messages at rest (the outbox); never a session key.
+STORAGE_KEY_FILE = "storage.key"
 _STORE_VERSION = 1
 _POSIX = os.name == "posix"
 
@@ -115,6 +120,32 @@ def _write_private(path: Path, data: bytes) -> None:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+write_private = _write_private
+
+
+def load_storage_key(home: Path) -> bytes:
+    """The local storage key under ``home`` (created on first use, mode 0600).
+
+    It encrypts data at rest such as the outbox; it is independent of the
+    identity key and of every session key."""
+    path = home / STORAGE_KEY_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = secrets.token_bytes(32)
+        try:
+            _write_private(path, data)
+        except OSError as exc:
+            raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return data
+    except OSError as exc:
+        raise IdentityError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) != 32:
+        raise IdentityError(f"{path} is not a 32-byte storage key; move it away to start afresh")
+    _tighten_permissions(path)
+    return data
 
 
 def _tighten_permissions(path: Path) -> None:

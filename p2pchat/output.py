@@ -75,8 +75,17 @@ class LineOutput:
         self, *, json_mode: bool, out: TextIO | None = None, err: TextIO | None = None
     ) -> None:
         self.json_mode = json_mode
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
+        self._out = out
+        self._err = err
+
+    # looked up at each print, so that the interactive UI's patched streams are used
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout
+
+    @property
+    def err(self) -> TextIO:
+        return self._err or sys.stderr
 
     def status(self, text: str) -> None:
         """A status line (stderr), not part of the message stream."""

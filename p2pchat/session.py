@@ -15,9 +15,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from p2pchat.config import HANDSHAKE_TIMEOUT, MAX_FRAME, SUPPORTED_VERSIONS
+from p2pchat.config import (
+    HANDSHAKE_TIMEOUT,
+    KEEPALIVE_DEAD,
+    KEEPALIVE_INTERVAL,
+    MAX_FRAME,
+    SUPPORTED_VERSIONS,
+)
 from p2pchat.errors import (
     BrokenConnectionError,
     ClosedConnectionError,
@@ -29,6 +35,7 @@ from p2pchat.errors import (
     TrustError,
 )
 from p2pchat.identity import Identity, TrustStore, Verdict
+from p2pchat.outbox import Outbox
 from p2pchat.proto.app import Ack, Chat, KeepAlive, encode_app, parse_app
 from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role
@@ -141,10 +148,10 @@ class _Peer:
     info: PeerInfo
     hs: Handshake | None = None
     result: HandshakeResult | None = None
-    queued: list[Chat] = field(default_factory=list)
-    seen: set[bytes] = field(default_factory=set)
     refused: bool = False
     gone: bool = False
+    last_heard: float = 0.0  #: monotonic time of the last record from this peer
+    last_sent: float = 0.0  #: monotonic time of the last record to this peer
 
     @property
     def ready(self) -> bool:
@@ -163,6 +170,9 @@ class Participant:
         *,
         require_known: bool = False,
         expected_host: bytes | None = None,
+        outbox: Outbox | None = None,
+        keepalive: float = KEEPALIVE_INTERVAL,
+        dead_after: float = KEEPALIVE_DEAD,
     ) -> None:
         self.identity = identity
         self.name = name
@@ -171,7 +181,10 @@ class Participant:
         self.expected_host = expected_host
         self._emit = on_event
         self._peers: dict[int, _Peer] = {}
-        self._pending: dict[bytes, set[int]] = {}
+        self.outbox = outbox if outbox is not None else Outbox()
+        self._keepalive = keepalive
+        self._dead_after = dead_after
+        self._ka_task: asyncio.Task[None] | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         # the 4 KiB pre-registration cap is the relay's; a welcome may list many peers
@@ -182,6 +195,7 @@ class Participant:
         self.my_id: int | None = None
         self.host_id: int | None = None
         self.disconnected: Disconnected | None = None
+        self.refusals: list[PeerRefused] = []  #: every peer refused, in order
 
     # ------------------------------------------------------------ connect
 
@@ -206,7 +220,9 @@ class Participant:
         loop = asyncio.get_running_loop()
         for entry in welcome.peers:
             self._add_peer(entry)
+        self.outbox.last_known = {p.info.fingerprint for p in self._peers.values()}
         self._task = loop.create_task(self._run(), name="p2pchat-participant")
+        self._ka_task = loop.create_task(self._keepalive_loop(), name="p2pchat-keepalive")
         # we joined last: we initiate with everyone already here
         for peer in list(self._peers.values()):
             self._start_initiator(peer)
@@ -244,25 +260,41 @@ class Participant:
         peer = self._peers.get(peer_id)
         return peer is not None and peer.ready
 
+    @property
+    def connected(self) -> bool:
+        return self._task is not None and self.disconnected is None and not self._closing
+
     def send_text(self, text: str) -> bytes:
-        """Send ``text`` to every participant present now; returns the message id."""
+        """Send ``text`` to every participant present now (while disconnected:
+        to those present at the last connection); returns the message id.
+        It stays in the outbox until each recipient has acknowledged it."""
         msg = Chat(os.urandom(16), text)
-        recipients = {pid for pid, p in self._peers.items() if not p.gone and not p.refused}
-        self._pending[msg.msg_id] = recipients
-        for pid in recipients:
-            peer = self._peers[pid]
-            if peer.ready:
+        if self.connected:
+            recipients = {
+                p.info.fingerprint for p in self._peers.values() if not p.gone and not p.refused
+            }
+        else:
+            recipients = set(self.outbox.last_known)
+        self.outbox.add(msg.msg_id, text, recipients)
+        for peer in self._peers.values():
+            if peer.ready and peer.info.fingerprint in recipients:
                 self._send_app(peer, msg)
-            else:
-                peer.queued.append(msg)
         self._changed.set()
         return msg.msg_id
 
-    def undelivered(self) -> dict[bytes, list[PeerInfo]]:
-        """Message ids still waiting for an ack, with who has not acknowledged."""
-        return {
-            mid: [self._peers[p].info for p in pids] for mid, pids in self._pending.items() if pids
-        }
+    def undelivered(self) -> dict[bytes, list[str]]:
+        """Message ids still waiting for an ack, with the names that have not acknowledged."""
+        names = {p.info.fingerprint: p.info.name for p in self._peers.values()}
+        out: dict[bytes, list[str]] = {}
+        for msg in self.outbox.pending():
+            out[msg.msg_id] = sorted(
+                names.get(fp) or self._pinned_name(fp) for fp in msg.recipients
+            )
+        return out
+
+    def _pinned_name(self, fp: bytes) -> str:
+        pin = self.trust.get(fp)
+        return pin.name if pin is not None else format_fingerprint(fp)[:14]
 
     async def async_wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Wait until ``predicate()`` holds (re-checked after every event); False on timeout."""
@@ -295,10 +327,12 @@ class Participant:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._ka_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.outbox.save()
 
     # ------------------------------------------------------------ internals
 
@@ -310,6 +344,7 @@ class Participant:
         info = PeerInfo(entry.peer_id, entry.name, fingerprint(entry.key))
         peer = _Peer(info)
         self._peers[entry.peer_id] = peer
+        self.outbox.last_known.add(info.fingerprint)
         self._emit(PeerJoined(info))
         return peer
 
@@ -368,11 +403,45 @@ class Participant:
             if self._writer is not None:
                 self._writer.close()
             if not self._closing:
-                self.disconnected = Disconnected(reason, clean)
-                for peer in self._peers.values():
-                    peer.gone = True
-                self._emit(self.disconnected)
+                self._mark_disconnected(reason, clean)
             self._changed.set()
+
+    def _mark_disconnected(self, reason: str, clean: bool) -> None:
+        if self.disconnected is not None:
+            return
+        self.disconnected = Disconnected(reason, clean)
+        for peer in self._peers.values():
+            peer.gone = True
+            peer.hs = None
+        if self._ka_task is not None:
+            self._ka_task.cancel()
+        self._emit(self.disconnected)
+
+    async def _keepalive_loop(self) -> None:
+        """Encrypted keepalives: probe quiet peers, and declare gone one silent
+        for ``dead_after`` seconds (a cable pulled sends no FIN)."""
+        period = min(self._keepalive, self._dead_after) / 2
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for peer in list(self._peers.values()):
+                if not peer.ready:
+                    continue
+                if now - peer.last_heard > self._dead_after:
+                    log.info("participant: peer %d silent, presumed gone", peer.info.peer_id)
+                    if peer.info.peer_id == self.host_id:
+                        # the host is the relay: this connection is dead too
+                        if self._writer is not None:
+                            self._writer.close()
+                        self._mark_disconnected(
+                            f"no sign of life from the host for {self._dead_after:g} s", False
+                        )
+                        self._changed.set()
+                        return
+                    self._peer_gone(peer, clean=False)
+                    self._changed.set()
+                elif now - max(peer.last_heard, peer.last_sent) >= self._keepalive:
+                    self._send_app(peer, KeepAlive(reply=True))
 
     async def _handle(self, frame: object) -> None:
         if isinstance(frame, Deliver):
@@ -409,6 +478,7 @@ class Participant:
             if peer.result is None:
                 raise RemoteProtocolError("record before the handshake completed")
             content_type, body = peer.result.receiver.open(payload)
+            peer.last_heard = time.monotonic()
             if content_type == CT_CLOSE:
                 self._peer_gone(peer, clean=True)
                 return
@@ -461,27 +531,25 @@ class Participant:
         pin = self.trust.pin(info.name, info.fingerprint)
         trust = "new" if verdict is Verdict.NEW else ("verified" if pin.verified else "known")
         peer.result = result
+        peer.last_heard = peer.last_sent = time.monotonic()
         self._emit(SessionReady(info, result.sas, trust))
-        queued, peer.queued = peer.queued, []
-        for msg in queued:
-            self._send_app(peer, msg)
+        # what this peer has not acknowledged yet, in the order typed (after a
+        # reconnect too: the receiver drops what it already has, by id)
+        for pending in self.outbox.for_peer(info.fingerprint):
+            self._send_app(peer, Chat(pending.msg_id, pending.text))
 
     def _on_app(self, peer: _Peer, body: bytes) -> None:
         msg = parse_app(body)
+        fp = peer.info.fingerprint
         if isinstance(msg, Chat):
             self._send_app(peer, Ack((msg.msg_id,)))
-            if msg.msg_id in peer.seen:
-                return
-            peer.seen.add(msg.msg_id)
-            self._emit(MessageReceived(peer.info, msg.msg_id, msg.text))
+            if self.outbox.first_sighting(fp, msg.msg_id):
+                self._emit(MessageReceived(peer.info, msg.msg_id, msg.text))
         elif isinstance(msg, Ack):
             for mid in msg.msg_ids:
-                waiting = self._pending.get(mid)
-                if waiting is not None and peer.info.peer_id in waiting:
-                    waiting.discard(peer.info.peer_id)
-                    self._emit(Delivered(mid, peer.info, complete=not waiting))
-                    if not waiting:
-                        del self._pending[mid]
+                done = self.outbox.acked(fp, mid)
+                if done is not None:
+                    self._emit(Delivered(mid, peer.info, complete=not done.recipients))
         elif isinstance(msg, KeepAlive) and msg.reply:
             self._send_app(peer, KeepAlive(reply=False))
 
@@ -490,20 +558,17 @@ class Participant:
         body = encode_app(msg)
         head = send_head(peer.info.peer_id, record_size(len(body)))
         self._write(peer.result.sender.seal_after(head, body))
-
-    def _drop_from_pending(self, peer_id: int) -> None:
-        for mid, waiting in list(self._pending.items()):
-            waiting.discard(peer_id)
-            if not waiting:
-                del self._pending[mid]
+        peer.last_sent = time.monotonic()
 
     def _peer_gone(self, peer: _Peer, *, clean: bool) -> None:
         if peer.gone:
             return
         peer.gone = True
         peer.hs = None
-        peer.queued.clear()
-        self._drop_from_pending(peer.info.peer_id)
+        if clean and not peer.refused and peer.info.peer_id != self.host_id:
+            # left on purpose: stop waiting for its acks. The host is the room
+            # itself: what it has not acknowledged waits for it to come back.
+            self.outbox.drop_recipient(peer.info.fingerprint)
         if not peer.refused:
             self._emit(PeerLeft(peer.info, clean))
 
@@ -513,9 +578,10 @@ class Participant:
         log.warning("participant: refusing peer %d: %s", peer.info.peer_id, reason)
         peer.refused = True
         peer.hs = None
-        peer.queued.clear()
-        self._drop_from_pending(peer.info.peer_id)
+        self.outbox.drop_recipient(peer.info.fingerprint)
         pinned = (
             tuple(p.fingerprint for p in self.trust.by_name(peer.info.name)) if mismatch else ()
         )
-        self._emit(PeerRefused(peer.info, reason, mismatch, pinned))
+        refusal = PeerRefused(peer.info, reason, mismatch, pinned)
+        self.refusals.append(refusal)
+        self._emit(refusal)

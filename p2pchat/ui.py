@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from p2pchat.output import mismatch_warning, sanitize
 from p2pchat.proto.keys import format_fingerprint
@@ -42,8 +42,7 @@ def _now() -> str:
 
 
 class _Screen:
-    def __init__(self, participant: Participant) -> None:
-        self.participant = participant
+    def __init__(self) -> None:
         self.texts: dict[bytes, str] = {}
 
     def say(self, text: str) -> None:
@@ -88,37 +87,44 @@ class _Screen:
             self.say(f"! {event.reason}")
 
 
-async def run_interactive(
-    participant: Participant,
-    events: Any,
-    stop: asyncio.Event,
-    *,
-    host_id: int | None,
-) -> None:
-    """Run the chat until /quit, Ctrl-C/D, ``stop``, or (for a joiner) the host going away."""
+class Room(Protocol):
+    """The way into the chat: the current participant (a joiner's is replaced
+    on every reconnect) and, once it cannot go on, an exit code."""
+
+    participant: Participant | None
+    fatal: int | None
+
+
+async def run_interactive(room: Room, events: Any, stop: asyncio.Event, *, joiner: bool) -> None:
+    """Run the chat until /quit, Ctrl-C/D or ``stop``; a joiner also stops when
+    its link to the host fails for good, the host when its relay connection ends."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    screen = _Screen(participant)
+    def current() -> Participant:
+        assert room.participant is not None
+        return room.participant
+
+    screen = _Screen()
     events.sinks[0] = screen  # the line-mode printer gives way to the screen
     session: PromptSession[str] = PromptSession()
 
     def ended() -> bool:
-        if stop.is_set() or participant.disconnected is not None:
+        if stop.is_set() or room.fatal is not None:
             return True
-        return host_id is not None and not any(p.peer_id == host_id for p in participant.peers)
+        return not joiner and current().disconnected is not None
 
     async def watch() -> None:
-        await participant.async_wait(ended, None)
+        await events.wait_until(ended, None)
         if session.app.is_running:
             session.app.exit(exception=EOFError())
 
     async def stop_watch() -> None:
         await stop.wait()
-        participant._changed.set()
+        events.wake.set()
 
     with patch_stdout(raw=True):
-        screen.say(f"you are {participant.name}; type /help for commands")
+        screen.say(f"you are {current().name}; type /help for commands")
         tasks = [asyncio.ensure_future(watch()), asyncio.ensure_future(stop_watch())]
         try:
             while not ended():
@@ -126,7 +132,7 @@ async def run_interactive(
                     line = await session.prompt_async("> ")
                 except (EOFError, KeyboardInterrupt):
                     break
-                if not await _command(line.strip(), participant, screen, session.prompt_async):
+                if not await _command(line.strip(), current(), screen, session.prompt_async):
                     break
         finally:
             for task in tasks:
@@ -147,9 +153,11 @@ async def _command(
         return True
     if not line.startswith("/"):
         msg_id = participant.send_text(line)
-        screen.texts[msg_id] = line
-        if not participant.peers:
-            screen.say("(nobody else is here yet: the message will not reach anyone)")
+        if msg_id in participant.outbox:
+            screen.texts[msg_id] = line
+            screen.say(f"you: {sanitize(line)}  (sending…)")
+        else:
+            screen.say("(nobody else is here: the message reached no one)")
         return True
     cmd, _, rest = line.partition(" ")
     if cmd in ("/quit", "/exit"):
