@@ -41,3 +41,8 @@ HANDSHAKE_TIMEOUT: Final = 15.0
 KEEPALIVE_INTERVAL: Final = 5.0
 #: Seconds without any record from a peer before it is presumed gone.
 KEEPALIVE_DEAD: Final = 15.0
+
+#: Handshakes a participant answers per second on average, and at once: each
+#: costs it an RSA decryption, so a flood of new peers is refused, not served.
+HANDSHAKE_RATE: Final = 20.0
+HANDSHAKE_BURST: Final = 40.0

@@ -53,6 +53,15 @@ class RelayLimits:
     max_write_backlog: int = 8 * 1024 * 1024
     #: ... for longer than this many seconds is dropped
     backlog_grace: float = 5.0
+    #: a registered participant quiet this long is pinged ...
+    idle_ping: float = 20.0
+    #: ... and dropped when it has sent nothing for this long
+    idle_timeout: float = 60.0
+    #: per-connection rate: bytes per second, and the burst allowed above it;
+    #: over it the relay stops reading from that connection until it is back
+    #: under (TCP flow control slows the sender; nobody else waits)
+    rate_bytes: float = 64 * 1024 * 1024
+    rate_burst: float = 16 * 1024 * 1024
 
 
 @dataclass
@@ -98,6 +107,11 @@ class _Conn(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.backlog_since: float | None = None
         self.closing = False
+        self.last_rx = time.monotonic()
+        self.pinged = False
+        self.tokens = relay.limits.rate_burst
+        self.tokens_at = self.last_rx
+        self.paused = False
 
     # -- asyncio.Protocol
 
@@ -111,6 +125,9 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        now = time.monotonic()
+        self.last_rx = now
+        self.relay._meter(self, len(data), now)
         try:
             for obj in self.decoder.feed(data):
                 self._handle(obj)
@@ -184,6 +201,7 @@ class Relay:
         self._conns: dict[int, _Conn] = {}
         self._unregistered: OrderedDict[_Conn, None] = OrderedDict()
         self._servers: list[asyncio.Server] = []
+        self._idle_task: asyncio.Task[None] | None = None
         self.addresses: list[tuple[str, int]] = []
 
     # -- lifecycle
@@ -199,9 +217,49 @@ class Relay:
                 addr = sock.getsockname()
                 port = addr[1]
                 self.addresses.append((addr[0], addr[1]))
+        self._idle_task = loop.create_task(self._idle_loop(), name="p2pchat-relay-idle")
         return self.addresses
 
+    async def _idle_loop(self) -> None:
+        """Ping quiet participants; drop the ones that stay silent."""
+        limits = self.limits
+        period = min(limits.idle_ping, limits.idle_timeout) / 2
+        token = 0
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self._conns.values()):
+                quiet = now - conn.last_rx
+                if quiet >= limits.idle_timeout:
+                    conn.abort(f"silent for {quiet:.0f} s, not answering pings")
+                elif quiet >= limits.idle_ping:
+                    token += 1
+                    conn.write(encode(Ping(token)))
+
+    def _meter(self, conn: _Conn, size: int, now: float) -> None:
+        """Token bucket per connection; over the rate, pause reading it."""
+        limits = self.limits
+        conn.tokens = min(
+            limits.rate_burst, conn.tokens + (now - conn.tokens_at) * limits.rate_bytes
+        )
+        conn.tokens_at = now
+        conn.tokens -= size
+        if conn.tokens < 0 and not conn.paused and conn.transport is not None:
+            conn.paused = True
+            conn.transport.pause_reading()
+            asyncio.get_running_loop().call_later(
+                -conn.tokens / limits.rate_bytes, self._resume, conn
+            )
+
+    @staticmethod
+    def _resume(conn: _Conn) -> None:
+        if conn.paused and not conn.closing and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
+
     async def async_close(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         for server in self._servers:
             server.close()
         for conn in [*self._conns.values(), *self._unregistered]:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pchat.config import (
+    HANDSHAKE_BURST,
+    HANDSHAKE_RATE,
     HANDSHAKE_TIMEOUT,
     KEEPALIVE_DEAD,
     KEEPALIVE_INTERVAL,
@@ -143,6 +145,22 @@ Event = (
 # ---------------------------------------------------------------- per peer
 
 
+class TokenBucket:
+    """``rate`` events per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass
 class _Peer:
     info: PeerInfo
@@ -196,6 +214,7 @@ class Participant:
         self.host_id: int | None = None
         self.disconnected: Disconnected | None = None
         self.refusals: list[PeerRefused] = []  #: every peer refused, in order
+        self._handshake_budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST)
 
     # ------------------------------------------------------------ connect
 
@@ -490,6 +509,9 @@ class Participant:
         if peer.hs is None:
             if peer.result is not None:
                 raise RemoteProtocolError("handshake message after the session was set up")
+            if not self._handshake_budget.take(time.monotonic()):
+                # a flood of new peers must not eat the CPU (each costs an RSA decryption)
+                raise HandshakeError("too many handshakes at once; try again shortly")
             peer.hs = self._new_handshake(Role.RESPONDER, peer)
         hs = peer.hs
         loop = asyncio.get_running_loop()

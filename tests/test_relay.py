@@ -227,3 +227,51 @@ async def test_idle_flood_evicts_oldest_not_the_real_joiner(keys: list[bytes]) -
         assert all(closed)
         for c in [*flood, alice]:
             c.close()
+
+
+async def test_silent_participant_is_pinged_then_dropped(keys: list[bytes]) -> None:
+    limits = RelayLimits(idle_ping=0.1, idle_timeout=0.5)
+    async with running(limits) as (relay, port):
+        silent, _ = await register(port, "silent", keys[0])
+        lively, _ = await register(port, "lively", keys[1])
+        # lively answers every ping; silent never does
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.5
+        pinged = False
+        while loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                frame = await asyncio.wait_for(lively.recv(), 0.2)
+                if isinstance(frame, Ping):
+                    pinged = True
+                    lively.send(Pong(frame.token))
+        assert pinged
+        assert await silent.closed()
+        assert relay.participant_count == 1
+        lively.close()
+
+
+async def test_rate_limit_slows_only_the_flooder(keys: list[bytes]) -> None:
+    limits = RelayLimits(rate_bytes=200_000, rate_burst=20_000)
+    async with running(limits) as (_relay, port):
+        flooder, _ = await register(port, "flooder", keys[0])
+        sink, ws = await register(port, "sink", keys[1])
+        other, _ = await register(port, "other", keys[2])
+        loop = asyncio.get_running_loop()
+        chunk = b"\x02" + bytes(9_999)
+        t0 = loop.time()
+        for _ in range(60):  # 600 kB at 200 kB/s: about three seconds of reading
+            flooder.send(Send(ws.peer_id, chunk))
+        # meanwhile another participant's round trip through the relay is unaffected
+        other.send(Ping(1))
+        while not isinstance(await other.recv(), Pong):
+            pass
+        assert loop.time() - t0 < 1.0
+        received = 0
+        while received < 60:
+            frame = await sink.recv()
+            if isinstance(frame, Deliver):
+                received += 1
+        # the flooder was held to the rate: (600 kB - burst) / 200 kB/s
+        assert loop.time() - t0 >= 2.0
+        for c in (flooder, sink, other):
+            c.close()
