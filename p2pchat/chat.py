@@ -133,13 +133,24 @@ class _Fixed:
 async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
     from p2pchat.discovery import Advertiser, resolve_interfaces
     from p2pchat.proto.messages import check_name
-    from p2pchat.relay import Relay
+    from p2pchat.relay import Relay, RelayLimits
 
     name = check_name(args.name, ConfigError)
     out = LineOutput(json_mode=args.json)
     interfaces = resolve_interfaces(args.interface or [])
     bind = interfaces or ["0.0.0.0"]  # noqa: S104 -- serving the LAN is the point
-    relay = Relay(owner_key=identity.public_der)
+    relay = Relay(
+        RelayLimits(
+            max_participants=args.max_participants,
+            max_unregistered=args.max_unregistered,
+            register_timeout=args.register_timeout,
+            idle_ping=args.idle_timeout / 3,
+            idle_timeout=args.idle_timeout,
+            rate_bytes=args.rate_limit * 1024 * 1024,
+            rate_burst=max(1.0, args.rate_limit / 4) * 1024 * 1024,
+        ),
+        owner_key=identity.public_der,
+    )
     try:
         served = await relay.async_start(bind, args.port)
     except OSError as exc:
@@ -220,7 +231,7 @@ def _parse_connect(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise P2PChatError(f"--connect wants ADDR:PORT, got {value!r}")
+        raise ConfigError(f"--connect wants ADDR:PORT, got {value!r}")
     return host, int(port)
 
 

@@ -43,6 +43,12 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1-100000, got {text!r}")
+    return int(text)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
@@ -106,6 +112,38 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument("--name", default=None, help="your display name (default: user@host)")
     host.add_argument(
         "--port", type=_port, default=0, help="TCP port to listen on (default: any free port)"
+    )
+    limits = host.add_argument_group("relay limits")
+    limits.add_argument(
+        "--max-participants", type=_count, default=64, metavar="N", help="default: 64"
+    )
+    limits.add_argument(
+        "--max-unregistered",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="connections not registered yet; over it the oldest is evicted (default: 64)",
+    )
+    limits.add_argument(
+        "--register-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="seconds a new connection has to register (default: 10)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=60.0,
+        metavar="S",
+        help="drop a participant silent this long; pinged after a third of it (default: 60)",
+    )
+    limits.add_argument(
+        "--rate-limit",
+        type=_positive,
+        default=64.0,
+        metavar="MIB_S",
+        help="per-connection MiB/s before the relay stops reading it for a while (default: 64)",
     )
 
     join = sub.add_parser(
