@@ -156,6 +156,10 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
     except OSError as exc:
         raise P2PChatError(f"cannot listen on {', '.join(bind)} port {args.port}: {exc}") from exc
     port = served[0][1]
+    if not interfaces:
+        # IPv6 too where the machine has it (discovery advertises its addresses)
+        with contextlib.suppress(OSError):
+            await relay.async_start(["::"], port)
     events = _Events(out)
     from p2pchat.identity import load_storage_key, resolve_home
 
@@ -354,6 +358,12 @@ class _Link:
             await self.events.wait_until(dropped, None)
             if stop.is_set():
                 return
+            if current.host_said_goodbye:
+                # the host ended the chat on purpose: nothing to reconnect to
+                self.events.out.status("the host closed the chat")
+                self.fatal = EXIT_FAILURE
+                self.events.wake.set()
+                return
             while not stop.is_set():
                 delay = min(RECONNECT_CAP, RECONNECT_BASE * 2**attempt) * random.uniform(0.5, 1.0)
                 attempt += 1
@@ -455,7 +465,8 @@ async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustSto
             from p2pchat.ui import run_interactive
 
             await run_interactive(link, events, stop, joiner=True)
-            return 0
+            # the host closing the chat ends it normally; a refused key does not
+            return 0 if link.fatal in (None, EXIT_FAILURE) else link.fatal
         return await _join_lines(link, events, stop, args.timeout)
     finally:
         stop.set()

@@ -217,7 +217,8 @@ class Relay:
                 addr = sock.getsockname()
                 port = addr[1]
                 self.addresses.append((addr[0], addr[1]))
-        self._idle_task = loop.create_task(self._idle_loop(), name="p2pchat-relay-idle")
+        if self._idle_task is None:
+            self._idle_task = loop.create_task(self._idle_loop(), name="p2pchat-relay-idle")
         return self.addresses
 
     async def _idle_loop(self) -> None:

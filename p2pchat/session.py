@@ -214,6 +214,8 @@ class Participant:
         self.host_id: int | None = None
         self.disconnected: Disconnected | None = None
         self.refusals: list[PeerRefused] = []  #: every peer refused, in order
+        #: the host ended the chat on purpose (authenticated close), not a drop
+        self.host_said_goodbye = False
         self._handshake_budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST)
 
     # ------------------------------------------------------------ connect
@@ -587,6 +589,8 @@ class Participant:
             return
         peer.gone = True
         peer.hs = None
+        if clean and peer.info.peer_id == self.host_id:
+            self.host_said_goodbye = True
         if clean and not peer.refused and peer.info.peer_id != self.host_id:
             # left on purpose: stop waiting for its acks. The host is the room
             # itself: what it has not acknowledged waits for it to come back.

@@ -107,7 +107,8 @@ async def run_interactive(room: Room, events: Any, stop: asyncio.Event, *, joine
 
     screen = _Screen()
     events.sinks[0] = screen  # the line-mode printer gives way to the screen
-    session: PromptSession[str] = PromptSession()
+    # the typed line is erased on Enter: the screen shows it once, as 'you: ...'
+    session: PromptSession[str] = PromptSession(erase_when_done=True)
 
     def ended() -> bool:
         if stop.is_set() or room.fatal is not None:
