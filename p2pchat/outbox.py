@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,7 +46,8 @@ class OutMessage:
     text: str
     recipients: set[bytes]  #: fingerprints that have not acknowledged it yet
     created: float
-    sent_to: set[bytes] = field(default_factory=set)  #: fingerprints it went out to
+    total: int = 0  #: how many recipients it had when sent
+    direct: bool = False  #: to one participant only (/msg)
 
 
 class Outbox:
@@ -68,8 +69,10 @@ class Outbox:
 
     # ------------------------------------------------------------ messages
 
-    def add(self, msg_id: bytes, text: str, recipients: set[bytes]) -> OutMessage:
-        msg = OutMessage(msg_id, text, set(recipients), time.time())
+    def add(
+        self, msg_id: bytes, text: str, recipients: set[bytes], *, direct: bool = False
+    ) -> OutMessage:
+        msg = OutMessage(msg_id, text, set(recipients), time.time(), len(recipients), direct)
         if recipients:
             self._messages[msg_id] = msg
             self._changed()
@@ -184,12 +187,17 @@ class Outbox:
 
     def _restore(self, state: Any) -> None:
         now = time.time()
-        for mid, text, recipients, created in state["messages"]:
+        for mid, text, recipients, created, total, direct in state["messages"]:
             if not (isinstance(mid, bytes) and isinstance(text, str)):
                 raise ValueError("bad message entry")
             if now - float(created) < EXPIRY and recipients:
                 self._messages[mid] = OutMessage(
-                    mid, text, {bytes(r) for r in recipients}, float(created)
+                    mid,
+                    text,
+                    {bytes(r) for r in recipients},
+                    float(created),
+                    int(total),
+                    bool(direct),
                 )
         for fp, ids in state["seen"].items():
             self._seen[bytes(fp)] = OrderedDict((bytes(i), None) for i in ids[-SEEN_PER_PEER:])

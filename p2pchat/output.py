@@ -108,7 +108,11 @@ class LineOutput:
         if isinstance(event, MessageReceived):
             if self.json_mode:
                 self.json(
-                    "message", id=event.msg_id.hex(), text=event.text, **_peer_json(event.peer)
+                    "message",
+                    id=event.msg_id.hex(),
+                    text=event.text,
+                    direct=event.direct,
+                    **_peer_json(event.peer),
                 )
             else:
                 print(f"{event.peer.name}: {sanitize(event.text)}", file=self.out, flush=True)
@@ -141,6 +145,8 @@ class LineOutput:
                     "delivered",
                     id=event.msg_id.hex(),
                     complete=event.complete,
+                    delivered=event.delivered,
+                    of=event.total,
                     **_peer_json(event.peer),
                 )
         elif isinstance(event, PeerRefused):

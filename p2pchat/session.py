@@ -116,6 +116,7 @@ class MessageReceived:
     peer: PeerInfo
     msg_id: bytes
     text: str
+    direct: bool = False  #: sent to us alone (/msg), not to the room
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,8 @@ class Delivered:
     msg_id: bytes
     peer: PeerInfo
     complete: bool  #: every intended recipient has it now
+    delivered: int = 1  #: recipients that have it ...
+    total: int = 1  #: ... of this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,18 +288,21 @@ class Participant:
     def connected(self) -> bool:
         return self._task is not None and self.disconnected is None and not self._closing
 
-    def send_text(self, text: str) -> bytes:
+    def send_text(self, text: str, *, to: bytes | None = None) -> bytes:
         """Send ``text`` to every participant present now (while disconnected:
-        to those present at the last connection); returns the message id.
-        It stays in the outbox until each recipient has acknowledged it."""
-        msg = Chat(os.urandom(16), text)
+        to those present at the last connection), or only to the one with
+        fingerprint ``to``; returns the message id. It stays in the outbox
+        until each recipient has acknowledged it."""
+        msg = Chat(os.urandom(16), text, direct=to is not None)
         if self.connected:
             recipients = {
                 p.info.fingerprint for p in self._peers.values() if not p.gone and not p.refused
             }
         else:
             recipients = set(self.outbox.last_known)
-        self.outbox.add(msg.msg_id, text, recipients)
+        if to is not None:
+            recipients &= {to}
+        self.outbox.add(msg.msg_id, text, recipients, direct=msg.direct)
         for peer in self._peers.values():
             if peer.ready and peer.info.fingerprint in recipients:
                 self._send_app(peer, msg)
@@ -560,7 +566,7 @@ class Participant:
         # what this peer has not acknowledged yet, in the order typed (after a
         # reconnect too: the receiver drops what it already has, by id)
         for pending in self.outbox.for_peer(info.fingerprint):
-            self._send_app(peer, Chat(pending.msg_id, pending.text))
+            self._send_app(peer, Chat(pending.msg_id, pending.text, pending.direct))
 
     def _on_app(self, peer: _Peer, body: bytes) -> None:
         msg = parse_app(body)
@@ -568,12 +574,20 @@ class Participant:
         if isinstance(msg, Chat):
             self._send_app(peer, Ack((msg.msg_id,)))
             if self.outbox.first_sighting(fp, msg.msg_id):
-                self._emit(MessageReceived(peer.info, msg.msg_id, msg.text))
+                self._emit(MessageReceived(peer.info, msg.msg_id, msg.text, msg.direct))
         elif isinstance(msg, Ack):
             for mid in msg.msg_ids:
                 done = self.outbox.acked(fp, mid)
                 if done is not None:
-                    self._emit(Delivered(mid, peer.info, complete=not done.recipients))
+                    self._emit(
+                        Delivered(
+                            mid,
+                            peer.info,
+                            complete=not done.recipients,
+                            delivered=done.total - len(done.recipients),
+                            total=done.total,
+                        )
+                    )
         elif isinstance(msg, KeepAlive) and msg.reply:
             self._send_app(peer, KeepAlive(reply=False))
 

@@ -32,6 +32,7 @@ __all__ = ["HELP", "run_interactive"]
 HELP = """commands:
   /who            who is here, with fingerprints and trust state
   /verify [NAME]  show fingerprints and the short authentication string; mark verified
+  /msg NAME TEXT  send TEXT to NAME only
   /quit           leave (also Ctrl-C or Ctrl-D)
   /help           this text
 anything else is sent to everyone in the chat"""
@@ -50,7 +51,8 @@ class _Screen:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
-            self.say(f"{event.peer.name}: {sanitize(event.text)}")
+            private = " (to you only)" if event.direct else ""
+            self.say(f"{event.peer.name}{private}: {sanitize(event.text)}")
         elif isinstance(event, SessionReady):
             note = {
                 "new": "first contact, now pinned",
@@ -67,10 +69,18 @@ class _Screen:
         elif isinstance(event, PeerLeft):
             self.say(f"* {event.peer.name} {'left' if event.clean else 'disconnected'}")
         elif isinstance(event, Delivered):
+            text = self.texts.get(event.msg_id, "")
             if event.complete:
-                text = self.texts.pop(event.msg_id, "")
-                short = text if len(text) <= 30 else text[:29] + "…"
-                self.say(f"  ✓ delivered: {sanitize(short)}")
+                self.texts.pop(event.msg_id, None)
+            short = sanitize(text if len(text) <= 30 else text[:29] + "…")
+            if event.total == 1:
+                self.say(f"  ✓ delivered: {short}")
+            else:
+                mark = "✓" if event.complete else "…"
+                self.say(
+                    f"  {mark} delivered to {event.delivered} of {event.total} "
+                    f"({event.peer.name}): {short}"
+                )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
                 print(
@@ -176,6 +186,21 @@ async def _command(
             print(f"  {p.name:20} {p.fingerprint_text}  {ready}, {state}", flush=True)
     elif cmd == "/verify":
         await _verify(rest.strip(), participant, screen, ask)
+    elif cmd == "/msg":
+        name, _, text = rest.strip().partition(" ")
+        targets = [p for p in participant.peers if p.name == name]
+        if not name or not text.strip():
+            screen.say("usage: /msg NAME TEXT")
+        elif len(targets) != 1:
+            screen.say(
+                f"no one here is called {name!r}"
+                if not targets
+                else f"several participants are called {name!r}"
+            )
+        else:
+            msg_id = participant.send_text(text, to=targets[0].fingerprint)
+            screen.texts[msg_id] = text
+            screen.say(f"you to {name} only: {sanitize(text)}  (sending…)")
     else:
         screen.say(f"unknown command {cmd}; /help lists them")
     return True

@@ -201,3 +201,39 @@ async def test_a_bad_record_drops_only_that_peer(
         carol.p.send_text("after")
         await carol.until(lambda: not carol.p.undelivered())
         assert [e.text for e in bob.of(MessageReceived)] == ["after"]
+
+
+@pytest.fixture(scope="module")
+def eleven_keys() -> tuple[rsa.RSAPrivateKey, ...]:
+    return tuple(rsa.generate_private_key(65537, 3072) for _ in range(11))
+
+
+async def test_room_of_eleven_fan_out_direct_messages_and_delivery_counts(
+    tmp_path: Path, eleven_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, eleven_keys) as join:
+        members = [await join("host", 0)]
+        members += [await join(f"p{i}", i) for i in range(1, 11)]
+        for m in members:
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 10)
+        # every pair has its own session: 11 participants, 10 sessions each
+        sender = members[3]
+        mid = sender.p.send_text("to the whole room")
+        await sender.until(lambda: not sender.p.undelivered())
+        counts = [(e.delivered, e.total) for e in sender.of(Delivered) if e.msg_id == mid]
+        assert sorted(counts) == [(i, 10) for i in range(1, 11)]
+        assert [e for e in sender.of(Delivered) if e.msg_id == mid and e.complete][
+            -1
+        ].delivered == 10
+        for m in members:
+            texts = [e.text for e in m.of(MessageReceived)]
+            assert texts == ([] if m is sender else ["to the whole room"])
+
+        target = members[7]
+        sender.p.send_text("just for p7", to=target.p.identity.fingerprint)
+        await sender.until(lambda: not sender.p.undelivered())
+        got = [e for e in target.of(MessageReceived) if e.text == "just for p7"]
+        assert len(got) == 1 and got[0].direct and got[0].peer.name == "p3"
+        for m in members:
+            if m is not target:
+                assert all(e.text != "just for p7" for e in m.of(MessageReceived))

@@ -26,6 +26,7 @@ class Chat:
 
     msg_id: bytes  #: 16 random bytes, unique per message
     text: str
+    direct: bool = False  #: sent to this one participant only (/msg), not to the room
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ AppMessage: TypeAlias = Chat | Ack | KeepAlive
 def encode_app(msg: AppMessage) -> bytes:
     """The record payload for ``msg``."""
     if isinstance(msg, Chat):
+        if msg.direct:
+            return pack({"t": "msg", "id": msg.msg_id, "text": msg.text, "direct": True})
         return pack({"t": "msg", "id": msg.msg_id, "text": msg.text})
     if isinstance(msg, Ack):
         return pack({"t": "ack", "ids": list(msg.msg_ids)})
@@ -67,7 +70,10 @@ def parse_app(payload: bytes) -> AppMessage:
         raise MalformedFrameError("application message is not a map")
     kind = obj.get("t")
     if kind == "msg":
-        return Chat(_msg_id(obj.get("id")), check_text(obj.get("text")))
+        direct = obj.get("direct", False)
+        if not isinstance(direct, bool):
+            raise MalformedFrameError("direct flag must be a boolean")
+        return Chat(_msg_id(obj.get("id")), check_text(obj.get("text")), direct)
     if kind == "ack":
         ids = obj.get("ids")
         if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ACK_IDS:
