@@ -21,6 +21,7 @@ from p2pchat.errors import (
     ConfigError,
     DiscoveryError,
     KeyMismatchError,
+    LocalProtocolError,
     P2PChatError,
 )
 from p2pchat.identity import Identity, TrustStore
@@ -114,7 +115,11 @@ async def _send_line(participant: Participant, out: LineOutput, line: str) -> No
     if not line:
         return
     recipients = [p.name for p in participant.peers]
-    msg_id = participant.send_text(line)
+    try:
+        msg_id = participant.send_text(line)
+    except LocalProtocolError as exc:
+        out.error(f"line not sent: {exc}")
+        return
     out.sent(msg_id, line, recipients)
 
 

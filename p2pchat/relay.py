@@ -140,6 +140,15 @@ class _Conn(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing and self.decoder.buffered:
+            # the peer went away in the middle of a frame (a crash, or a probe):
+            # nothing else would name this connection in the log
+            log.warning(
+                "relay: %s ended in the middle of a frame (%d bytes of it received, %s)",
+                self.describe(),
+                self.decoder.buffered,
+                "connection reset" if exc is not None else "closed by the peer",
+            )
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()

@@ -32,6 +32,7 @@ from p2pchat.errors import (
     HandshakeError,
     IncompatibleVersionError,
     KeyMismatchError,
+    LocalProtocolError,
     P2PChatError,
     RemoteProtocolError,
     TrustError,
@@ -54,6 +55,7 @@ from p2pchat.proto.messages import (
     Ping,
     Pong,
     Welcome,
+    check_text,
     encode,
     encode_send,
     parse_body,
@@ -293,6 +295,7 @@ class Participant:
         to those present at the last connection), or only to the one with
         fingerprint ``to``; returns the message id. It stays in the outbox
         until each recipient has acknowledged it."""
+        check_text(text, LocalProtocolError)  # the receiver would refuse us, not just it
         msg = Chat(os.urandom(16), text, direct=to is not None)
         if self.connected:
             recipients = {

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from p2pchat.errors import P2PChatError
 from p2pchat.output import mismatch_warning, sanitize
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.session import (
@@ -163,7 +164,11 @@ async def _command(
     if not line:
         return True
     if not line.startswith("/"):
-        msg_id = participant.send_text(line)
+        try:
+            msg_id = participant.send_text(line)
+        except P2PChatError as exc:
+            screen.say(f"! not sent: {exc}")
+            return True
         if msg_id in participant.outbox:
             screen.texts[msg_id] = line
             screen.say(f"you: {sanitize(line)}  (sending…)")
@@ -198,7 +203,11 @@ async def _command(
                 else f"several participants are called {name!r}"
             )
         else:
-            msg_id = participant.send_text(text, to=targets[0].fingerprint)
+            try:
+                msg_id = participant.send_text(text, to=targets[0].fingerprint)
+            except P2PChatError as exc:
+                screen.say(f"! not sent: {exc}")
+                return True
             screen.texts[msg_id] = text
             screen.say(f"you to {name} only: {sanitize(text)}  (sending…)")
     else:
