@@ -271,7 +271,8 @@ async def _discover(
         if args.hostname:
             raise DiscoveryError(
                 f"no host named {args.hostname!r} found within {args.timeout:g} s "
-                "(run 'p2pchat discover' to list the hosts that can be seen)"
+                "(run 'p2pchat discover' to list the hosts that can be seen, or use "
+                "'p2pchat join --connect ADDR:PORT')"
             )
         raise DiscoveryError(NO_HOST_HELP.format(t=args.timeout))
     if len(hosts) > 1:

@@ -17,6 +17,16 @@ def _when(ts: float) -> str:
 
 
 def run_trust(args: argparse.Namespace, store: TrustStore) -> int:
+    """``trust list|forget|verify``; an unknown peer is a usage error (exit 2)."""
+    from p2pchat.errors import ConfigError, TrustError
+
+    try:
+        return _trust(args, store)
+    except TrustError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _trust(args: argparse.Namespace, store: TrustStore) -> int:
     if args.trust_command == "list":
         pins = store.all()
         if not pins:

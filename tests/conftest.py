@@ -52,3 +52,51 @@ def rsa_keys() -> tuple[rsa.RSAPrivateKey, ...]:
 def rsa2048() -> rsa.RSAPrivateKey:
     """An RSA key below the accepted minimum size."""
     return rsa.generate_private_key(public_exponent=RSA_EXPONENT, key_size=2048)
+
+
+# ------------------------------------------------- end-to-end process fixtures
+
+
+@pytest.fixture(scope="session")
+def p2pchat_keys(tmp_path_factory):
+    """Where :class:`procs.ProcPool` keeps one template home per identity label."""
+    return tmp_path_factory.mktemp("p2pchat-keys")
+
+
+@pytest.fixture
+def procs(tmp_path, p2pchat_keys):
+    """A :class:`procs.ProcPool`: start p2pchat processes; leftovers are killed at teardown."""
+    from procs import ProcPool
+
+    pool = ProcPool(tmp_path, p2pchat_keys)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def private_lo(request):
+    """A command prefix that runs a process in a network namespace of its own
+    with only a loopback interface (root and iproute2 needed; otherwise ``[]``:
+    the shared loopback, where other p2pchat hosts running on this machine can
+    be seen by mDNS). The namespace is removed at teardown."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        yield []
+        return
+    name = f"p2pt-lo-{os.getpid()}-{abs(hash(request.node.nodeid)) % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=15)
+    try:
+        subprocess.run(
+            ["ip", "-n", name, "link", "set", "lo", "up"],
+            check=True,
+            capture_output=True,
+            timeout=15,
+        )
+        yield ["ip", "netns", "exec", name]
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)

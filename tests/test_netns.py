@@ -1,0 +1,103 @@
+"""Two devices: host and joiner in two network namespaces joined by a veth pair.
+
+No ``--interface`` and no ``--connect``: the host advertises over real
+multicast on its veth, the joiner finds it there and connects to the veth
+address. Needs root and iproute2; the namespaces are always removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from procs import ProcPool, start_host, start_join, wait_session
+
+pytestmark = [
+    pytest.mark.skipif(
+        not hasattr(os, "geteuid") or os.geteuid() != 0,
+        reason="network namespaces need root",
+    ),
+    pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's 'ip'"),
+    pytest.mark.timeout(120),
+]
+
+
+@dataclass(frozen=True)
+class Device:
+    netns: str
+    ifname: str
+    address: str
+
+    @property
+    def prefix(self) -> list[str]:
+        """Run a command inside this device's namespace."""
+        return ["ip", "netns", "exec", self.netns]
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=15)
+
+
+@pytest.fixture
+def two_devices() -> Iterator[tuple[Device, Device]]:
+    pid = os.getpid()
+    subnet = f"10.231.{pid % 200}"
+    a = Device(f"p2pt-a-{pid}", f"p2pa{pid % 100000}", f"{subnet}.1")
+    b = Device(f"p2pt-b-{pid}", f"p2pb{pid % 100000}", f"{subnet}.2")
+    created: list[str] = []
+    try:
+        for dev in (a, b):
+            ip("netns", "add", dev.netns)
+            created.append(dev.netns)
+        # the veth pair is born inside the namespaces: nothing in the root namespace
+        ip(
+            "link", "add", a.ifname, "netns", a.netns, "type", "veth",
+            "peer", "name", b.ifname, "netns", b.netns,
+        )  # fmt: skip
+        for dev in (a, b):
+            ip("-n", dev.netns, "link", "set", "lo", "up")
+            ip("-n", dev.netns, "addr", "add", f"{dev.address}/24", "dev", dev.ifname)
+            ip("-n", dev.netns, "link", "set", dev.ifname, "up", "multicast", "on")
+            ip("-n", dev.netns, "route", "add", "224.0.0.0/4", "dev", dev.ifname)
+        yield a, b
+    finally:
+        for name in reversed(created):  # deleting a namespace deletes its veth end
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=15)
+        assert not any(name in left.stdout for name in created), left.stdout
+
+
+def test_two_devices_over_multicast(two_devices: tuple[Device, Device], procs: ProcPool) -> None:
+    dev_a, dev_b = two_devices
+    # the netns processes: all on their own (veth) network, no loopback restriction
+    bob, port = start_host(procs, procs.home("bob"), interface=(), prefix=dev_a.prefix)
+    host_line = next(ln for ln in bob.stderr if "hosting as bob" in ln)
+    assert dev_a.address in host_line, host_line  # advertised at the veth address
+    assert "127.0.0.1" not in host_line.split("advertised at", 1)[1].split(" as ")[0]
+
+    alice = start_join(
+        procs, procs.home("alice"), "--timeout", "20", interface=(), prefix=dev_b.prefix
+    )
+    alice.wait_for_line("stderr", rf"^p2pchat: connected to {re.escape(dev_a.address)}:{port}$")
+    sas = wait_session(alice, "bob")
+    assert wait_session(bob, "alice") == sas
+
+    alice.send_line("hello across the veth")
+    alice.send_line("zweite Zeile ✓")
+    assert bob.wait_for_lines("stdout", 2) == [
+        "alice: hello across the veth",
+        "alice: zweite Zeile ✓",
+    ]
+    bob.send_line("hello back")
+    assert alice.wait_for_lines("stdout", 1) == ["bob: hello back"]
+
+    alice.close_stdin()
+    assert alice.wait() == 0, alice.describe()
+    bob.wait_for_line("stderr", "^p2pchat: alice left$")
+    bob.terminate()
+    assert bob.wait() == 0, bob.describe()

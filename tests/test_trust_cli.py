@@ -1,0 +1,167 @@
+"""Trust from the command line: pins, a changed key, --expect-fingerprint,
+--require-known, and ``p2pchat trust list|verify|forget``.
+
+Every refusal must happen before anything is sent: the refused joiner has a
+line on its stdin, and the host must never print it. The host learns that the
+joiner left (the relay's notice comes after anything the joiner sent, in
+order), so checking the host's stdout at that point is conclusive.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from procs import (
+    FP_RE,
+    Proc,
+    ProcPool,
+    fingerprint_of,
+    run_p2pchat,
+    start_host,
+    start_join,
+    wait_session,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def join_once(procs: ProcPool, home: Path, port: int, *extra: str, text: str) -> Proc:
+    """alice joins 127.0.0.1:port, sends ``text`` and ends stdin."""
+    alice = start_join(procs, home, "--connect", f"127.0.0.1:{port}", "--timeout", "15", *extra)
+    alice.send_line(text)
+    alice.close_stdin()
+    return alice
+
+
+def assert_refused_quietly(alice: Proc, host: Proc, secret: str) -> None:
+    """alice was refused with exit 3 and one clear reason; the host got nothing."""
+    assert alice.wait() == 3, alice.describe()
+    err = "\n".join(alice.stderr)
+    assert "Traceback" not in err
+    assert alice.stderr[-1].startswith("p2pchat: error: not connecting to bob"), err
+    assert not any(secret in line for line in alice.stdout)
+    host.wait_for_line("stderr", r"^p2pchat: alice (left|disconnected)$")
+    assert not any(secret in line for line in host.stdout), host.describe()
+    assert not any(line.startswith("alice:") for line in host.stdout), host.describe()
+
+
+def test_changed_key_is_refused_loudly_and_nothing_is_sent(procs: ProcPool) -> None:
+    home_alice = procs.home("alice")
+    real_bob, port = start_host(procs, procs.home("bob"))
+    first = join_once(procs, home_alice, port, text="first contact")
+    assert first.wait() == 0, first.describe()
+    real_bob.wait_for_line("stdout", "^alice: first contact$")
+    real_bob.terminate()
+    assert real_bob.wait() == 0
+
+    # another "bob", with another key
+    fake_bob, port = start_host(procs, procs.home("fake-bob"))
+    alice = join_once(procs, home_alice, port, text="for the real bob only")
+    assert_refused_quietly(alice, fake_bob, "for the real bob only")
+    err = "\n".join(alice.stderr)
+    assert "WARNING: THE KEY OF THIS PEER HAS CHANGED!" in err
+    assert "Nothing was sent." in err
+    assert fingerprint_of(procs.home("bob")) in err  # the pinned key
+    assert fingerprint_of(procs.home("fake-bob")) in err  # the key it proved
+    assert "p2pchat trust forget bob" in err
+    assert "pinned name presented a different key" in alice.stderr[-1]
+    # the pin is unchanged: still the real bob only
+    listing = run_p2pchat("trust", "list", "--home", home_alice).stdout
+    assert fingerprint_of(procs.home("bob")) in listing
+    assert fingerprint_of(procs.home("fake-bob")) not in listing
+
+
+def test_expect_fingerprint(procs: ProcPool) -> None:
+    home_bob = procs.home("bob")
+    bob, port = start_host(procs, home_bob)
+    wrong = fingerprint_of(procs.home("someone-else"))
+
+    alice = join_once(procs, procs.home("alice"), port, "--expect-fingerprint", wrong, text="nope")
+    assert_refused_quietly(alice, bob, "nope")
+    assert "WARNING" in "\n".join(alice.stderr)
+    # refused before any handshake: nothing was pinned on either side
+    for home in (procs.home("alice"), home_bob):
+        assert "no pinned peers" in run_p2pchat("trust", "list", "--home", home).stdout
+
+    # the right one, in another accepted spelling (lower case, no dashes)
+    right = fingerprint_of(home_bob).replace("-", "").lower()
+    alice2 = join_once(procs, procs.home("alice2"), port, "--expect-fingerprint", right, text="yes")
+    assert alice2.wait() == 0, alice2.describe()
+    bob.wait_for_line("stdout", "^alice: yes$")
+    assert bob.stdout == ["alice: yes"]
+
+
+def test_require_known(procs: ProcPool) -> None:
+    home_alice = procs.home("alice")
+    bob, port = start_host(procs, procs.home("bob"))
+    alice = join_once(procs, home_alice, port, "--require-known", text="too early")
+    assert_refused_quietly(alice, bob, "too early")
+    assert "--require-known" in alice.stderr[-1]
+
+    # once pinned (a plain first join), --require-known lets bob in
+    first = join_once(procs, home_alice, port, text="hello")
+    assert first.wait() == 0, first.describe()
+    again = join_once(procs, home_alice, port, "--require-known", text="known now")
+    assert again.wait() == 0, again.describe()
+    bob.wait_for_line("stdout", "^alice: known now$")
+    assert bob.stdout == ["alice: hello", "alice: known now"]
+
+
+def test_trust_list_verify_forget(procs: ProcPool) -> None:
+    home_bob, home_alice = procs.home("bob"), procs.home("alice")
+    fp_bob = fingerprint_of(home_bob)
+    assert run_p2pchat("trust", "list", "--home", home_alice).stdout.strip() == (
+        "no pinned peers yet"
+    )
+    bob, port = start_host(procs, home_bob)
+    alice = start_join(procs, home_alice, "--connect", f"127.0.0.1:{port}")
+    wait_session(alice, "bob")
+    alice.close_stdin()
+    assert alice.wait() == 0, alice.describe()
+
+    def listing() -> list[str]:
+        result = run_p2pchat("trust", "list", "--home", home_alice)
+        assert result.returncode == 0, result
+        return result.stdout.splitlines()
+
+    (line,) = listing()
+    assert re.match(rf"bob\s+{re.escape(fp_bob)}\s+unverified,", line), line
+
+    verified = run_p2pchat("trust", "verify", "bob", "--home", home_alice)
+    assert verified.returncode == 0, verified
+    assert fp_bob in verified.stdout
+    (line,) = listing()
+    assert re.match(rf"bob\s+{re.escape(fp_bob)}\s+verified,", line), line
+
+    # a verified pin shows up as such in the next session
+    alice = start_join(procs, home_alice, "--connect", f"127.0.0.1:{port}")
+    alice.wait_for_line("stderr", r"secure session with bob \(verified key\)")
+    alice.close_stdin()
+    assert alice.wait() == 0, alice.describe()
+
+    forgot = run_p2pchat("trust", "forget", "bob", "--home", home_alice)
+    assert forgot.returncode == 0, forgot
+    assert "bob" in forgot.stdout and fp_bob in forgot.stdout
+    assert listing() == ["no pinned peers yet"]
+
+    for action in ("forget", "verify"):
+        missing = run_p2pchat("trust", action, "nobody", "--home", home_alice)
+        assert missing.returncode == 2, missing  # a usage error, not a trust refusal (3)
+        assert "Traceback" not in missing.stderr
+        lines = missing.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("p2pchat:"), missing.stderr
+        assert "nobody" in lines[0]
+
+    # forgetting by fingerprint works too: pin bob again, forget him by fingerprint
+    alice = start_join(procs, home_alice, "--connect", f"127.0.0.1:{port}")
+    alice.wait_for_line("stderr", r"secure session with bob \(first contact")
+    alice.close_stdin()
+    assert alice.wait() == 0, alice.describe()
+    assert FP_RE.search(listing()[0])
+    by_fp = run_p2pchat("trust", "forget", fp_bob, "--home", home_alice)
+    assert by_fp.returncode == 0, by_fp
+    assert listing() == ["no pinned peers yet"]
+    bob.terminate()
+    assert bob.wait() == 0
