@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -60,10 +61,13 @@ class Outbox:
         self._aead = AESGCM(key) if key is not None else None
         self._messages: OrderedDict[bytes, OutMessage] = OrderedDict()
         self._seen: dict[bytes, OrderedDict[bytes, None]] = {}
-        #: fingerprints present at the last connection: recipients while disconnected
-        self.last_known: set[bytes] = set()
+        self._last_known: set[bytes] = set()
         self._save_handle: asyncio.TimerHandle | None = None
         self._dirty = False
+        #: called after every save: acks wait for it, so that a message is
+        #: acknowledged only once its id is on disk (never shown twice, even
+        #: across a crash of the receiver)
+        self.on_saved: Callable[[], None] | None = None
         if path is not None:
             self._load()
 
@@ -100,7 +104,7 @@ class Outbox:
             msg.recipients.discard(fp)
             if not msg.recipients:
                 del self._messages[mid]
-        self.last_known.discard(fp)
+        self._last_known.discard(fp)
         self._changed()
 
     def pending(self) -> list[OutMessage]:
@@ -111,6 +115,22 @@ class Outbox:
 
     def __contains__(self, msg_id: object) -> bool:
         return msg_id in self._messages
+
+    @property
+    def last_known(self) -> frozenset[bytes]:
+        """Fingerprints present at the last connection: recipients while disconnected."""
+        return frozenset(self._last_known)
+
+    @last_known.setter
+    def last_known(self, fps: set[bytes] | frozenset[bytes]) -> None:
+        self._last_known = set(fps)
+        self._changed()
+
+    def note_peer(self, fp: bytes) -> None:
+        """``fp`` is present now."""
+        if fp not in self._last_known:
+            self._last_known.add(fp)
+            self._changed()
 
     # ------------------------------------------------------------ duplicates
 
@@ -126,6 +146,15 @@ class Outbox:
         return True
 
     # ------------------------------------------------------------ persistence
+
+    @property
+    def durable(self) -> bool:
+        """True when the state is kept on disk (acks then wait for a save)."""
+        return self.path is not None
+
+    def request_save(self) -> None:
+        """Make sure a save (and so ``on_saved``) happens soon, even with nothing new."""
+        self._changed()
 
     def _changed(self) -> None:
         if self.path is None:
@@ -148,10 +177,11 @@ class Outbox:
             return
         state = {
             "messages": [
-                [m.msg_id, m.text, sorted(m.recipients), m.created] for m in self._messages.values()
+                [m.msg_id, m.text, sorted(m.recipients), m.created, m.total, m.direct]
+                for m in self._messages.values()
             ],
             "seen": {fp: list(ids) for fp, ids in self._seen.items()},
-            "last_known": sorted(self.last_known),
+            "last_known": sorted(self._last_known),
         }
         nonce = os.urandom(12)
         blob = MAGIC + nonce + self._aead.encrypt(nonce, msgpack.packb(state), AAD)
@@ -160,6 +190,8 @@ class Outbox:
             self._dirty = False
         except OSError as exc:
             log.warning("outbox: cannot save %s: %s", self.path, exc.strerror or exc)
+        if self.on_saved is not None:
+            self.on_saved()
 
     def _load(self) -> None:
         assert self.path is not None and self._aead is not None
@@ -201,4 +233,4 @@ class Outbox:
                 )
         for fp, ids in state["seen"].items():
             self._seen[bytes(fp)] = OrderedDict((bytes(i), None) for i in ids[-SEEN_PER_PEER:])
-        self.last_known = {bytes(fp) for fp in state["last_known"]}
+        self._last_known = {bytes(fp) for fp in state["last_known"]}

@@ -39,7 +39,7 @@ from p2pchat.errors import (
 )
 from p2pchat.identity import Identity, TrustStore, Verdict
 from p2pchat.outbox import Outbox
-from p2pchat.proto.app import Ack, Chat, KeepAlive, encode_app, parse_app
+from p2pchat.proto.app import MAX_ACK_IDS, Ack, Chat, KeepAlive, encode_app, parse_app
 from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role
 from p2pchat.proto.keys import fingerprint, format_fingerprint
@@ -205,6 +205,8 @@ class Participant:
         self._emit = on_event
         self._peers: dict[int, _Peer] = {}
         self.outbox = outbox if outbox is not None else Outbox()
+        self.outbox.on_saved = self._flush_acks
+        self._acks: dict[int, list[bytes]] = {}
         self._keepalive = keepalive
         self._dead_after = dead_after
         self._ka_task: asyncio.Task[None] | None = None
@@ -345,6 +347,7 @@ class Participant:
         if self._closing:
             return
         self._closing = True
+        self.outbox.save()  # sends the acks still waiting for it
         writer = self._writer
         if writer is not None and not writer.is_closing():
             for peer in self._peers.values():
@@ -374,7 +377,7 @@ class Participant:
         info = PeerInfo(entry.peer_id, entry.name, fingerprint(entry.key))
         peer = _Peer(info)
         self._peers[entry.peer_id] = peer
-        self.outbox.last_known.add(info.fingerprint)
+        self.outbox.note_peer(info.fingerprint)
         self._emit(PeerJoined(info))
         return peer
 
@@ -575,7 +578,12 @@ class Participant:
         msg = parse_app(body)
         fp = peer.info.fingerprint
         if isinstance(msg, Chat):
-            self._send_app(peer, Ack((msg.msg_id,)))
+            if self.outbox.durable:
+                # acknowledged once the id is on disk (see Outbox.on_saved)
+                self._acks.setdefault(peer.info.peer_id, []).append(msg.msg_id)
+                self.outbox.request_save()
+            else:
+                self._send_app(peer, Ack((msg.msg_id,)))
             if self.outbox.first_sighting(fp, msg.msg_id):
                 self._emit(MessageReceived(peer.info, msg.msg_id, msg.text, msg.direct))
         elif isinstance(msg, Ack):
@@ -593,6 +601,15 @@ class Participant:
                     )
         elif isinstance(msg, KeepAlive) and msg.reply:
             self._send_app(peer, KeepAlive(reply=False))
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        for peer_id, ids in acks.items():
+            peer = self._peers.get(peer_id)
+            if peer is None or not peer.ready:
+                continue  # its sender will send them again after a reconnect
+            for i in range(0, len(ids), MAX_ACK_IDS):
+                self._send_app(peer, Ack(tuple(ids[i : i + MAX_ACK_IDS])))
 
     def _send_app(self, peer: _Peer, msg: Chat | Ack | KeepAlive) -> None:
         assert peer.result is not None
