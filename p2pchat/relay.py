@@ -126,10 +126,14 @@ class _Conn(asyncio.Protocol):
         if self.closing:
             return
         now = time.monotonic()
-        self.last_rx = now
         self.relay._meter(self, len(data), now)
         try:
-            for obj in self.decoder.feed(data):
+            frames = self.decoder.feed(data)
+            if frames:
+                # only whole frames count as signs of life: a peer dribbling a
+                # frame byte by byte is still dropped by the idle timeout
+                self.last_rx = now
+            for obj in frames:
                 self._handle(obj)
                 if self.closing:
                     return
@@ -220,7 +224,9 @@ class Relay:
         when ``port`` is 0). Returns the (address, port) pairs served."""
         loop = asyncio.get_running_loop()
         for host in hosts:
-            server = await loop.create_server(lambda: _Conn(self), host, port)
+            # a deep accept queue absorbs bursts of connections (the
+            # unregistered cap and eviction then sort them out)
+            server = await loop.create_server(lambda: _Conn(self), host, port, backlog=1024)
             self._servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()

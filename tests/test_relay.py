@@ -275,3 +275,24 @@ async def test_rate_limit_slows_only_the_flooder(keys: list[bytes]) -> None:
         assert loop.time() - t0 >= 2.0
         for c in (flooder, sink, other):
             c.close()
+
+
+async def test_a_registered_peer_dribbling_a_frame_is_dropped_when_idle(keys: list[bytes]) -> None:
+    limits = RelayLimits(idle_ping=0.2, idle_timeout=0.6)
+    async with running(limits) as (_relay, port):
+        slow, _ = await register(port, "slow", keys[0])
+        frame = encode(Send(1, b"x" * 100))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for byte in frame[:-1]:  # bytes keep coming, but never a whole frame
+            if slow.writer.is_closing() or loop.time() - t0 > 3:
+                break
+            slow.writer.write(bytes((byte,)))
+            with contextlib.suppress(ConnectionError):
+                await slow.writer.drain()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                data = await asyncio.wait_for(slow.reader.read(65536), 0.02)
+                if not data:
+                    break
+        assert await slow.closed()
+        assert loop.time() - t0 < 3
