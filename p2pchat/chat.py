@@ -152,7 +152,7 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
             idle_ping=args.idle_timeout / 3,
             idle_timeout=args.idle_timeout,
             rate_bytes=args.rate_limit * 1024 * 1024,
-            rate_burst=max(1.0, args.rate_limit / 4) * 1024 * 1024,
+            rate_burst=max(1.0, args.rate_limit / 16) * 1024 * 1024,
         ),
         owner_key=identity.public_der,
     )

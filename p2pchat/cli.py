@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--rate-limit",
         type=_positive,
-        default=64.0,
+        default=1024.0,
         metavar="MIB_S",
-        help="per-connection MiB/s before the relay stops reading it for a while (default: 64)",
+        help="per-connection MiB/s before the relay stops reading it for a while "
+        "(default: 1024, above what loopback file transfers reach)",
     )
 
     join = sub.add_parser(

@@ -65,6 +65,8 @@ ENV_HOME = "P2PCHAT_HOME"
 ENV_PASSPHRASE = "P2PCHAT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 IDENTITY_FILE = "identity.pem"
 TRUST_FILE = "known_peers.json"
+#: Seconds: a pin's last_seen is rewritten at most this often.
+LAST_SEEN_STEP = 3600.0
 #: 32 random bytes that encrypt messages at rest (the outbox); never a session key.
 STORAGE_KEY_FILE = "storage.key"
 _STORE_VERSION = 1
@@ -316,6 +318,7 @@ class TrustStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int], dict[bytes, Pin]] | None = None
         self._read()  # fail early on a corrupt file
 
     @classmethod
@@ -351,6 +354,11 @@ class TrustStore:
         existing pin (first_seen and verified are kept). Persists."""
         _check_fp(fp)
         when = time.time() if now is None else now
+        old = self.get(fp)
+        if old is not None and old.name == name and 0 <= when - old.last_seen < LAST_SEEN_STEP:
+            # nothing worth a write (and an fsync) on every session: last_seen
+            # is kept to the hour
+            return old
         with self._mutate() as peers:
             old = peers.get(fp)
             if old is None:
@@ -402,6 +410,16 @@ class TrustStore:
             self._write(peers)
 
     def _read(self) -> dict[bytes, Pin]:
+        # parsed again only when the file changed (another process may write it)
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            st = None
+        stamp = (st.st_mtime_ns, st.st_size) if st is not None else None
+        if stamp is not None and self._cache is not None and self._cache[0] == stamp:
+            return self._cache[1]
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -411,12 +429,15 @@ class TrustStore:
                 f"cannot read trust store {self.path}: {exc.strerror or exc}"
             ) from exc
         try:
-            return _decode_store(raw)
+            peers = _decode_store(raw)
         except (ValueError, TypeError, KeyError) as exc:
             detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise IdentityError(
                 f"trust store {self.path} is corrupt ({detail}); fix it or move it away"
             ) from None
+        if stamp is not None:
+            self._cache = (stamp, peers)
+        return peers
 
     def _write(self, peers: dict[bytes, Pin]) -> None:
         doc = {

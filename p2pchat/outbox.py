@@ -6,7 +6,8 @@ it end to end, in the order typed; after a reconnect, what is still pending
 for a peer is sent again and the receiver drops duplicates by id. With a path
 the state is also kept on disk, encrypted with the local storage key (never a
 session key), so it survives a restart; saving is debounced to at most one
-write per ``SAVE_DELAY`` seconds, and done at once on close.
+write per ``SAVE_DELAY`` seconds (a message acknowledged within ``PERSIST_AFTER``
+never reaches the disk), and done in full on close and when a connection drops.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ log = logging.getLogger("p2pchat.outbox")
 MAGIC: Final = b"P2PO1"
 AAD: Final = b"p2pchat outbox v1"
 SAVE_DELAY: Final = 0.05
+#: A message still unacknowledged after this many seconds is written to disk
+#: (at once on close or when the connection drops).
+PERSIST_AFTER: Final = 1.0
 #: ids remembered per peer to drop duplicates (a resend never reaches this far back)
 SEEN_PER_PEER: Final = 4096
 #: a message nobody acknowledged for this long is given up on
@@ -79,7 +83,7 @@ class Outbox:
         msg = OutMessage(msg_id, text, set(recipients), time.time(), len(recipients), direct)
         if recipients:
             self._messages[msg_id] = msg
-            self._changed()
+            self._changed(PERSIST_AFTER)
         return msg
 
     def for_peer(self, fp: bytes) -> list[OutMessage]:
@@ -156,29 +160,43 @@ class Outbox:
         """Make sure a save (and so ``on_saved``) happens soon, even with nothing new."""
         self._changed()
 
-    def _changed(self) -> None:
+    def _changed(self, delay: float = SAVE_DELAY) -> None:
         if self.path is None:
             return
         self._dirty = True
-        if self._save_handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.save()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.save()
+            return
+        when = loop.time() + delay
+        if self._save_handle is not None:
+            if self._save_handle.when() <= when:
                 return
-            self._save_handle = loop.call_later(SAVE_DELAY, self.save)
+            self._save_handle.cancel()
+        self._save_handle = loop.call_at(when, self.save, False)
 
-    def save(self) -> None:
-        """Write the state now if it changed (atomic, encrypted)."""
+    def save(self, complete: bool = True) -> None:
+        """Write the state now if it changed (atomic, encrypted).
+
+        A scheduled save (``complete=False``) leaves out messages younger than
+        ``PERSIST_AFTER``: most are acknowledged well before, and writing each
+        one would cost the whole outbox per message at full speed. They are
+        written once they have waited that long, and by every explicit save
+        (on close, and when the connection drops)."""
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
         if self.path is None or self._aead is None or not self._dirty:
             return
+        now = time.time()
+        kept: list[OutMessage] = []
+        young: list[OutMessage] = []
+        for m in self._messages.values():
+            (kept if complete or now - m.created >= PERSIST_AFTER else young).append(m)
         state = {
             "messages": [
-                [m.msg_id, m.text, sorted(m.recipients), m.created, m.total, m.direct]
-                for m in self._messages.values()
+                [m.msg_id, m.text, sorted(m.recipients), m.created, m.total, m.direct] for m in kept
             ],
             "seen": {fp: list(ids) for fp, ids in self._seen.items()},
             "last_known": sorted(self._last_known),
@@ -190,6 +208,8 @@ class Outbox:
             self._dirty = False
         except OSError as exc:
             log.warning("outbox: cannot save %s: %s", self.path, exc.strerror or exc)
+        if young:
+            self._changed(max(SAVE_DELAY, min(m.created for m in young) + PERSIST_AFTER - now))
         if self.on_saved is not None:
             self.on_saved()
 

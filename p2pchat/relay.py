@@ -60,8 +60,8 @@ class RelayLimits:
     #: per-connection rate: bytes per second, and the burst allowed above it;
     #: over it the relay stops reading from that connection until it is back
     #: under (TCP flow control slows the sender; nobody else waits)
-    rate_bytes: float = 64 * 1024 * 1024
-    rate_burst: float = 16 * 1024 * 1024
+    rate_bytes: float = 1024 * 1024 * 1024
+    rate_burst: float = 64 * 1024 * 1024
 
 
 @dataclass

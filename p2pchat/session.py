@@ -448,6 +448,7 @@ class Participant:
             peer.hs = None
         if self._ka_task is not None:
             self._ka_task.cancel()
+        self.outbox.save()  # everything pending now waits for a reconnect: keep it all
         self._emit(self.disconnected)
 
     async def _keepalive_loop(self) -> None:

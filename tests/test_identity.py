@@ -417,3 +417,21 @@ def test_store_corrupted_later_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(IdentityError, match="corrupt"):
         store.check("bob", FP_B)
     assert path.read_bytes() == b"{garbage"
+
+
+def test_repeat_pin_is_not_rewritten_but_other_writers_are_seen(tmp_path: Path) -> None:
+    fp, other = b"\x01" * 32, b"\x02" * 32
+    store = TrustStore.open(tmp_path)
+    store.pin("bob", fp, now=1000.0)
+    before = store.path.stat().st_mtime_ns
+    # the same name again within the hour: no write (a session start costs no fsync)
+    assert store.pin("bob", fp, now=1000.0 + ident.LAST_SEEN_STEP / 2).last_seen == 1000.0
+    assert store.path.stat().st_mtime_ns == before
+    # a new name, or an hour later, is written
+    assert store.pin("robert", fp, now=1001.0).name == "robert"
+    assert store.pin("robert", fp, now=1001.0 + ident.LAST_SEEN_STEP).last_seen > 1001.0
+    # a second store on the same file (another process) sees changes made by the first
+    reader = TrustStore.open(tmp_path)
+    assert reader.get(other) is None
+    store.pin("carol", other, now=2000.0)
+    assert reader.check("carol", other) is Verdict.KNOWN

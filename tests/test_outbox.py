@@ -83,3 +83,27 @@ def test_seen_ids_are_bounded_per_peer() -> None:
     # the oldest ten were forgotten, the rest are still known
     assert box.first_sighting(A, ids(1)[0])
     assert not box.first_sighting(A, ids(SEEN_PER_PEER + 10)[-1])
+
+
+async def test_young_messages_reach_the_disk_only_when_they_wait(tmp_path: Path) -> None:
+    import asyncio
+
+    path, key = tmp_path / "outbox.bin", os.urandom(32)
+    box = Outbox(path, key)
+    saved = asyncio.Event()
+    box.on_saved = saved.set
+    (m1,) = ids(1)
+    box.add(m1, "young", {A})
+    box.first_sighting(B, b"s" * 16)  # something that is saved at once (a seen id)
+    await asyncio.wait_for(saved.wait(), 5)
+    # the scheduled save kept the seen id but not the message acknowledged-any-moment-now
+    assert Outbox(path, key).pending() == []
+    assert not Outbox(path, key).first_sighting(B, b"s" * 16)
+    # once it has waited PERSIST_AFTER, a later scheduled save writes it
+    saved.clear()
+    await asyncio.wait_for(saved.wait(), 5)
+    assert [m.text for m in Outbox(path, key).pending()] == ["young"]
+    # an explicit save (close, connection lost) writes everything at once
+    box.add(b"n" * 16, "newer", {A})
+    box.save()
+    assert [m.text for m in Outbox(path, key).pending()] == ["young", "newer"]
