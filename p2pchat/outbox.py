@@ -36,6 +36,8 @@ log = logging.getLogger("p2pchat.outbox")
 MAGIC: Final = b"P2PO1"
 AAD: Final = b"p2pchat outbox v1"
 SAVE_DELAY: Final = 0.05
+#: Acks wait for a save; this bounds how long (a save costs about 0.6 ms here).
+ACK_SAVE_DELAY: Final = 0.005
 #: A message still unacknowledged after this many seconds is written to disk
 #: (at once on close or when the connection drops).
 PERSIST_AFTER: Final = 1.0
@@ -157,8 +159,9 @@ class Outbox:
         return self.path is not None
 
     def request_save(self) -> None:
-        """Make sure a save (and so ``on_saved``) happens soon, even with nothing new."""
-        self._changed()
+        """Make sure a save (and so ``on_saved``) happens very soon, even with
+        nothing new: acknowledgements wait for it."""
+        self._changed(ACK_SAVE_DELAY)
 
     def _changed(self, delay: float = SAVE_DELAY) -> None:
         if self.path is None:
