@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final, Protocol
 
 from p2pchat.config import (
     HANDSHAKE_BURST,
@@ -39,9 +40,25 @@ from p2pchat.errors import (
 )
 from p2pchat.identity import Identity, TrustStore, Verdict
 from p2pchat.outbox import Outbox
-from p2pchat.proto.app import MAX_ACK_IDS, Ack, Chat, KeepAlive, encode_app, parse_app
+from p2pchat.proto.app import (
+    MAX_ACK_IDS,
+    Ack,
+    AppMessage,
+    Chat,
+    FileAccept,
+    FileAck,
+    FileCancel,
+    FileData,
+    FileDone,
+    FileMessage,
+    FileOffer,
+    FileRefuse,
+    KeepAlive,
+    encode_app,
+    parse_app,
+)
 from p2pchat.proto.framing import FrameDecoder
-from p2pchat.proto.handshake import Handshake, HandshakeResult, Role
+from p2pchat.proto.handshake import Handshake, HandshakeResult, Role, State
 from p2pchat.proto.keys import fingerprint, format_fingerprint
 from p2pchat.proto.messages import (
     HS_TAG,
@@ -64,9 +81,16 @@ from p2pchat.proto.messages import (
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 
 __all__ = [
+    "BULK_WRITE_HIGH",
     "Delivered",
     "Disconnected",
     "Event",
+    "FileCompleted",
+    "FileEvent",
+    "FileFailed",
+    "FileHandler",
+    "FileOffered",
+    "FileProgress",
     "MessageReceived",
     "Participant",
     "PeerInfo",
@@ -77,6 +101,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("p2pchat.session")
+
+#: The connection's write buffer above which bulk data (file chunks) waits;
+#: chat never waits, so it only ever queues behind this much.
+BULK_WRITE_HIGH = 64 * 1024
+_FILE_MESSAGES = (FileOffer, FileAccept, FileData, FileAck, FileDone, FileRefuse, FileCancel)
 
 
 # ---------------------------------------------------------------- events
@@ -142,9 +171,99 @@ class Disconnected:
     clean: bool
 
 
+@dataclass(frozen=True, slots=True)
+class FileOffered:
+    """A file offered to us (``incoming``), or offered by us for the first time."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str  #: incoming: the safe name it will be stored under; outgoing: as offered
+    size: int
+    sha256: bytes
+    incoming: bool
+    pending: bool = False  #: waiting for /accept or /reject
+
+
+@dataclass(frozen=True, slots=True)
+class FileProgress:
+    """How far a transfer is (at most every PROGRESS_INTERVAL seconds, and when it
+    starts, resumes or pauses)."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str
+    incoming: bool
+    done: int  #: bytes the receiver has written
+    size: int
+    start: int  #: where this run began: above 0 when resumed
+    rate: float  #: bytes per second lately
+    eta: float | None  #: seconds left, None while unknown
+    paused: bool = False  #: the session with the peer ended; it resumes on the next
+
+
+@dataclass(frozen=True, slots=True)
+class FileCompleted:
+    """A transfer is complete: the receiver verified the SHA-256 and stored the file."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str
+    incoming: bool
+    size: int
+    sha256: bytes
+    path: str  #: incoming: where it was stored; outgoing: the file sent
+    start: int  #: where the last run began (above 0 if it was resumed)
+    seconds: float  #: duration of the last run
+    rate: float  #: average bytes per second of the last run
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    """A transfer is over without the file: refused, cancelled, or broken."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str
+    incoming: bool
+    reason: str
+    by_peer: bool  #: the peer refused or cancelled it (else it failed here)
+
+
+FileEvent = FileOffered | FileProgress | FileCompleted | FileFailed
 Event = (
-    PeerJoined | SessionReady | PeerRefused | MessageReceived | Delivered | PeerLeft | Disconnected
+    PeerJoined
+    | SessionReady
+    | PeerRefused
+    | MessageReceived
+    | Delivered
+    | PeerLeft
+    | Disconnected
+    | FileOffered
+    | FileProgress
+    | FileCompleted
+    | FileFailed
 )
+
+
+class FileHandler(Protocol):
+    """What a participant tells the file-transfer service (:class:`p2pchat.files.FileTransfers`)."""
+
+    def session_ready(self, participant: Participant, peer: PeerInfo) -> None:
+        """A session with ``peer`` is up (unfinished transfers to it are offered again)."""
+
+    def session_lost(self, participant: Participant, peer_id: int) -> None:
+        """The session with ``peer_id`` ended (its transfers pause)."""
+
+    async def async_on_message(
+        self, participant: Participant, peer: PeerInfo, msg: FileMessage
+    ) -> None:
+        """A file message from ``peer``. Awaited in order: writing a chunk to disk
+        holds the connection's reader, which is the receiver's back-pressure."""
+
+
+#: Handshake states whose next message needs our private key (M2 at the
+#: initiator, M3 at the responder).
+_PRIVATE_KEY_STEPS: Final = frozenset((State.I1_SENT_M1, State.R1_SENT_M2))
 
 
 # ---------------------------------------------------------------- per peer
@@ -196,6 +315,7 @@ class Participant:
         outbox: Outbox | None = None,
         keepalive: float = KEEPALIVE_INTERVAL,
         dead_after: float = KEEPALIVE_DEAD,
+        files: FileHandler | None = None,
     ) -> None:
         self.identity = identity
         self.name = name
@@ -224,6 +344,7 @@ class Participant:
         #: the host ended the chat on purpose (authenticated close), not a drop
         self.host_said_goodbye = False
         self._handshake_budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST)
+        self.files = files
 
     # ------------------------------------------------------------ connect
 
@@ -232,6 +353,8 @@ class Participant:
         Raises ConnectionError/OSError/TimeoutError or a P2PChatError."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         self._reader, self._writer = reader, writer
+        # bulk data waits above this (async_writable); chat is written at once
+        writer.transport.set_write_buffer_limits(high=BULK_WRITE_HIGH)
         try:
             writer.write(encode(Hello(SUPPORTED_VERSIONS, self.name, self.identity.public_der)))
             welcome = await asyncio.wait_for(self._read_welcome(), timeout)
@@ -292,6 +415,31 @@ class Participant:
     def connected(self) -> bool:
         return self._task is not None and self.disconnected is None and not self._closing
 
+    def send_app(self, peer_id: int, msg: AppMessage) -> bool:
+        """Seal ``msg`` for ``peer_id`` and write it now; False if there is no
+        session with that peer (nothing is queued)."""
+        peer = self._peers.get(peer_id)
+        if peer is None or not peer.ready or not self.connected:
+            return False
+        try:
+            self._send_app(peer, msg)
+        except LocalProtocolError:
+            return False
+        return True
+
+    async def async_writable(self) -> bool:
+        """Wait until the connection's write buffer is below its low-water mark:
+        what bulk data does before each chunk (chat never waits). False once
+        the connection is gone."""
+        writer = self._writer
+        if writer is None or not self.connected:
+            return False
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError):
+            return False
+        return self.connected
+
     def send_text(self, text: str, *, to: bytes | None = None) -> bytes:
         """Send ``text`` to every participant present now (while disconnected:
         to those present at the last connection), or only to the one with
@@ -347,6 +495,7 @@ class Participant:
         if self._closing:
             return
         self._closing = True
+        self._files_lost(*self._peers.values())
         self.outbox.save()  # sends the acks still waiting for it
         writer = self._writer
         if writer is not None and not writer.is_closing():
@@ -443,6 +592,7 @@ class Participant:
         if self.disconnected is not None:
             return
         self.disconnected = Disconnected(reason, clean)
+        self._files_lost(*self._peers.values())
         for peer in self._peers.values():
             peer.gone = True
             peer.hs = None
@@ -516,7 +666,7 @@ class Participant:
             if content_type == CT_CLOSE:
                 self._peer_gone(peer, clean=True)
                 return
-            self._on_app(peer, body)
+            await self._on_app(peer, body)
         else:
             raise RemoteProtocolError("envelope payload of unknown kind")
 
@@ -531,8 +681,11 @@ class Participant:
         hs = peer.hs
         loop = asyncio.get_running_loop()
         try:
-            # private-key operations run off the event loop
-            reply = await loop.run_in_executor(None, hs.receive, payload)
+            if hs.state in _PRIVATE_KEY_STEPS:
+                # RSA decryption: off the event loop, so a flood cannot stall chat
+                reply = await loop.run_in_executor(None, hs.receive, payload)
+            else:  # M1 at the responder, M4 at the initiator: public-key work only
+                reply = hs.receive(payload)
         except IncompatibleVersionError:
             if hs.role is Role.RESPONDER:
                 self._write(
@@ -574,11 +727,18 @@ class Participant:
         # reconnect too: the receiver drops what it already has, by id)
         for pending in self.outbox.for_peer(info.fingerprint):
             self._send_app(peer, Chat(pending.msg_id, pending.text, pending.direct))
+        if self.files is not None:
+            self.files.session_ready(self, info)
 
-    def _on_app(self, peer: _Peer, body: bytes) -> None:
+    async def _on_app(self, peer: _Peer, body: bytes) -> None:
         msg = parse_app(body)
         fp = peer.info.fingerprint
-        if isinstance(msg, Chat):
+        if isinstance(msg, _FILE_MESSAGES):
+            if self.files is not None:
+                await self.files.async_on_message(self, peer.info, msg)
+            elif isinstance(msg, FileOffer):
+                self._send_app(peer, FileRefuse(msg.transfer_id, "not accepting files"))
+        elif isinstance(msg, Chat):
             if self.outbox.durable:
                 # acknowledged once the id is on disk (see Outbox.on_saved)
                 self._acks.setdefault(peer.info.peer_id, []).append(msg.msg_id)
@@ -612,16 +772,23 @@ class Participant:
             for i in range(0, len(ids), MAX_ACK_IDS):
                 self._send_app(peer, Ack(tuple(ids[i : i + MAX_ACK_IDS])))
 
-    def _send_app(self, peer: _Peer, msg: Chat | Ack | KeepAlive) -> None:
+    def _send_app(self, peer: _Peer, msg: AppMessage) -> None:
         assert peer.result is not None
         body = encode_app(msg)
         head = send_head(peer.info.peer_id, record_size(len(body)))
         self._write(peer.result.sender.seal_after(head, body))
         peer.last_sent = time.monotonic()
 
+    def _files_lost(self, *peers: _Peer) -> None:
+        if self.files is not None:
+            for peer in peers:
+                if peer.result is not None and not peer.gone:
+                    self.files.session_lost(self, peer.info.peer_id)
+
     def _peer_gone(self, peer: _Peer, *, clean: bool) -> None:
         if peer.gone:
             return
+        self._files_lost(peer)
         peer.gone = True
         peer.hs = None
         if clean and peer.info.peer_id == self.host_id:
@@ -637,6 +804,7 @@ class Participant:
         if peer.refused:
             return
         log.warning("participant: refusing peer %d: %s", peer.info.peer_id, reason)
+        self._files_lost(peer)
         peer.refused = True
         peer.hs = None
         self.outbox.drop_recipient(peer.info.fingerprint)
