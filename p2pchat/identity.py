@@ -25,6 +25,7 @@ import secrets
 import stat
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
     "Verdict",
     "load_identity",
     "load_storage_key",
+    "name_key",
     "resolve_home",
     "write_private",
 ]
@@ -318,7 +320,7 @@ class TrustStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._cache: tuple[tuple[int, int], dict[bytes, Pin]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[bytes, Pin]] | None = None
         self._read()  # fail early on a corrupt file
 
     @classmethod
@@ -331,16 +333,24 @@ class TrustStore:
         return self._refresh().get(fp)
 
     def by_name(self, name: str) -> list[Pin]:
-        """The pins whose last seen name is exactly ``name``, oldest first."""
-        pins = [p for p in self._refresh().values() if p.name == name]
+        """The pins whose last seen name is ``name`` (compared as :func:`name_key`
+        does), oldest first."""
+        key = name_key(name)
+        pins = [p for p in self._refresh().values() if name_key(p.name) == key]
         return sorted(pins, key=lambda p: (p.first_seen, p.fingerprint))
 
     def check(self, name: str, fp: bytes) -> Verdict:
+        """NAME_MISMATCH when ``name`` is pinned under another key, whether or
+        not ``fp`` itself is pinned (a known key taking someone else's name is
+        refused too); KNOWN for a pinned ``fp``; NEW otherwise. Names are
+        compared after NFKC normalisation and case folding, so look-alike
+        spellings of a pinned name count as that name."""
         peers = self._refresh()
+        key = name_key(name)
+        if any(name_key(p.name) == key and p.fingerprint != fp for p in peers.values()):
+            return Verdict.NAME_MISMATCH
         if fp in peers:
             return Verdict.KNOWN
-        if any(p.name == name for p in peers.values()):
-            return Verdict.NAME_MISMATCH
         return Verdict.NEW
 
     def all(self) -> list[Pin]:
@@ -417,7 +427,7 @@ class TrustStore:
             return {}
         except OSError:
             st = None
-        stamp = (st.st_mtime_ns, st.st_size) if st is not None else None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else None
         if stamp is not None and self._cache is not None and self._cache[0] == stamp:
             return self._cache[1]
         try:
@@ -459,6 +469,11 @@ class TrustStore:
             raise IdentityError(
                 f"cannot write trust store {self.path}: {exc.strerror or exc}"
             ) from exc
+
+
+def name_key(name: str) -> str:
+    """How names are compared for pinning: NFKC-normalised and case-folded."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def _check_fp(fp: bytes) -> None:

@@ -43,6 +43,8 @@ ACK_SAVE_DELAY: Final = 0.005
 PERSIST_AFTER: Final = 1.0
 #: ids remembered per peer to drop duplicates (a resend never reaches this far back)
 SEEN_PER_PEER: Final = 4096
+#: peers whose seen ids are kept (the most recently active): bounds the file
+SEEN_PEERS: Final = 64
 #: a message nobody acknowledged for this long is given up on
 EXPIRY: Final = 7 * 24 * 3600.0
 
@@ -142,7 +144,12 @@ class Outbox:
 
     def first_sighting(self, fp: bytes, msg_id: bytes) -> bool:
         """True the first time ``msg_id`` arrives from ``fp``; False for a duplicate."""
-        seen = self._seen.setdefault(fp, OrderedDict())
+        seen = self._seen.pop(fp, None)
+        if seen is None:
+            seen = OrderedDict()
+        self._seen[fp] = seen  # most recently active peers last
+        if len(self._seen) > SEEN_PEERS:
+            del self._seen[next(iter(self._seen))]
         if msg_id in seen:
             return False
         seen[msg_id] = None

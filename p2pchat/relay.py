@@ -367,8 +367,13 @@ class Relay:
         transport = conn.transport
         if transport is None:
             return
-        if transport.get_write_buffer_size() <= self.limits.max_write_backlog:
+        backlog = transport.get_write_buffer_size()
+        if backlog <= self.limits.max_write_backlog:
             conn.backlog_since = None
+            return
+        if backlog > 2 * self.limits.max_write_backlog:
+            # the grace period is for a slow reader, not for unbounded memory
+            conn.abort(f"not reading: backlog over {2 * self.limits.max_write_backlog} bytes")
             return
         now = time.monotonic()
         if conn.backlog_since is None:

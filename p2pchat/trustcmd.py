@@ -48,6 +48,11 @@ def _trust(args: argparse.Namespace, store: TrustStore) -> int:
     pins = store.by_name(args.peer)
     if not pins:
         raise TrustError(f"no pinned peer named {args.peer!r} (see 'p2pchat trust list')")
+    if len(pins) > 1:
+        raise TrustError(
+            f"{len(pins)} keys are pinned under names like {args.peer!r}: 'p2pchat trust "
+            "forget FP' the ones that are not theirs first (see 'p2pchat trust list')"
+        )
     for pin in pins:
         store.set_verified(pin.fingerprint, True)
         print(f"marked {pin.name} {format_fingerprint(pin.fingerprint)} as verified")

@@ -435,3 +435,19 @@ def test_repeat_pin_is_not_rewritten_but_other_writers_are_seen(tmp_path: Path) 
     assert reader.get(other) is None
     store.pin("carol", other, now=2000.0)
     assert reader.check("carol", other) is Verdict.KNOWN
+
+
+def test_a_known_key_cannot_take_a_pinned_name(tmp_path: Path) -> None:
+    alice, mallory = b"\x0a" * 32, b"\x0b" * 32
+    store = TrustStore.open(tmp_path)
+    store.pin("alice", alice, now=1.0)
+    store.set_verified(alice)
+    store.pin("mallory", mallory, now=2.0)
+    # mallory's key is known, but the name she now claims belongs to another key
+    assert store.check("alice", mallory) is Verdict.NAME_MISMATCH
+    # look-alike spellings count as the same name
+    assert store.check("ALICE", mallory) is Verdict.NAME_MISMATCH
+    assert store.check("\uff41lice", mallory) is Verdict.NAME_MISMATCH  # fullwidth a
+    # a known key under a name nobody else holds is still known
+    assert store.check("mal", mallory) is Verdict.KNOWN
+    assert store.check("alice", alice) is Verdict.KNOWN

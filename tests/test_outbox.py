@@ -107,3 +107,16 @@ async def test_young_messages_reach_the_disk_only_when_they_wait(tmp_path: Path)
     box.add(b"n" * 16, "newer", {A})
     box.save()
     assert [m.text for m in Outbox(path, key).pending()] == ["young", "newer"]
+
+
+def test_seen_ids_kept_for_the_most_recent_peers_only() -> None:
+    from p2pchat.outbox import SEEN_PEERS
+
+    box = Outbox()
+    peers = [i.to_bytes(32, "big") for i in range(SEEN_PEERS + 5)]
+    (mid,) = ids(1)
+    for fp in peers:
+        assert box.first_sighting(fp, mid)
+    # the five least recently active peers were forgotten, the others remembered
+    assert box.first_sighting(peers[0], mid)
+    assert not box.first_sighting(peers[-1], mid)

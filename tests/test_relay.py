@@ -296,3 +296,46 @@ async def test_a_registered_peer_dribbling_a_frame_is_dropped_when_idle(keys: li
                     break
         assert await slow.closed()
         assert loop.time() - t0 < 3
+
+
+async def test_a_peer_that_does_not_read_is_dropped_before_memory_grows(
+    keys: list[bytes],
+) -> None:
+    import socket
+
+    limits = RelayLimits(max_write_backlog=256 * 1024, backlog_grace=60.0)
+    async with running(limits) as (relay, port):
+        sender, _ = await register(port, "sender", keys[0])
+        # a receiver that never reads, with a tiny kernel buffer
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        stuck = Client(reader, writer)
+        stuck.send(Hello((1,), "stuck", keys[1]))
+        while not isinstance(frame := await stuck.recv(), Welcome):
+            pass
+        stuck_id = frame.peer_id
+        chunk = b"\x02" + bytes(60_000)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        left = False
+        for _ in range(200):  # 12 MB offered, far past twice the 256 KiB limit
+            sender.send(Send(stuck_id, chunk))
+            await sender.writer.drain()
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got = await asyncio.wait_for(sender.recv(), 0.001)
+                    if got == Left(stuck_id):
+                        left = True
+            if left:
+                break
+        if not left:
+            while await sender.recv() != Left(stuck_id):
+                pass
+        # dropped at once, not after the 60 s grace
+        assert loop.time() - t0 < 10
+        assert relay.participant_count == 1
+        stuck.close()
+        sender.close()

@@ -295,8 +295,6 @@ class Handshake:
             assert isinstance(msg, M4)
             self._on_m4(msg)
             return None
-        except IncompatibleVersionError as exc:
-            raise self._fail(exc) from None
         except (HandshakeError, KeyMismatchError, LocalProtocolError) as exc:
             raise self._fail(exc) from None
 

@@ -40,6 +40,7 @@ __all__ = [
     "Send",
     "Welcome",
     "check_name",
+    "clean_reason",
     "check_text",
     "deliver_head",
     "encode",
@@ -89,6 +90,13 @@ def _bin(
 def _is_unsafe(ch: str) -> bool:
     # control, format (bidi overrides), separators other than space, unassigned, surrogates
     return unicodedata.category(ch)[0] in "CZ" and ch != " "
+
+
+def clean_reason(text: str) -> str:
+    """A peer's free-text reason, made safe to print and log: at most 200
+    characters, every control, format or separator character but the space
+    replaced by U+FFFD (it reaches terminals and log files)."""
+    return "".join("\ufffd" if _is_unsafe(ch) else ch for ch in text[:MAX_REASON])
 
 
 def check_name(name: object, err: type[P2PChatError] = MalformedFrameError) -> str:
@@ -274,7 +282,7 @@ def _parse_welcome(m: dict[str, Any]) -> Welcome:
 
 def _parse_reason(m: dict[str, Any]) -> ErrorFrame:
     reason = _field(m, "reason", str, _E)
-    return ErrorFrame(reason[:MAX_REASON])
+    return ErrorFrame(clean_reason(reason))
 
 
 _PARSERS: Final[dict[object, Callable[[dict[str, Any]], Frame]]] = {
@@ -536,7 +544,7 @@ def _parse_m1(m: dict[str, Any]) -> M1:
 
 
 _HS_PARSERS: Final[dict[object, Callable[[dict[str, Any]], HsMessage]]] = {
-    0: lambda m: HsError(_field(m, "reason", str, _H)[:MAX_REASON]),
+    0: lambda m: HsError(clean_reason(_field(m, "reason", str, _H))),
     1: _parse_m1,
     2: lambda m: M2(
         _uint(m, "version", _H, 2**16 - 1),
