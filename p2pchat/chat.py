@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2pchat.errors import (
     BrokenConnectionError,
@@ -31,6 +33,9 @@ from p2pchat.session import (
     Event,
     Participant,
 )
+
+if TYPE_CHECKING:
+    from p2pchat.files import FileTransfers
 
 __all__ = ["EXIT_MISMATCH", "EXIT_NOT_FOUND", "EXIT_UNDELIVERED", "run_host", "run_join"]
 
@@ -111,6 +116,27 @@ class _Events:
         return True
 
 
+def _file_service(args: argparse.Namespace, events: _Events, *, interactive: bool) -> FileTransfers:
+    """Files offered to us: accepted into --accept-files DIR, asked about on the
+    chat screen (saved in the downloads directory), else refused."""
+    from p2pchat.files import FileTransfers
+
+    accept = getattr(args, "accept_files", None)
+    if accept:
+        directory = Path(accept).expanduser()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot use {directory} for files: {exc.strerror or exc}") from exc
+        return FileTransfers(events, policy="auto", directory=directory, wake=events.wake.set)
+    if interactive:
+        import platformdirs
+
+        downloads = Path(platformdirs.user_downloads_dir())
+        return FileTransfers(events, policy="ask", directory=downloads, wake=events.wake.set)
+    return FileTransfers(events, policy="refuse", wake=events.wake.set)
+
+
 async def _send_line(participant: Participant, out: LineOutput, line: str) -> None:
     if not line:
         return
@@ -131,8 +157,9 @@ class _Fixed:
 
     fatal: int | None = None
 
-    def __init__(self, participant: Participant) -> None:
+    def __init__(self, participant: Participant, files: FileTransfers) -> None:
         self.participant: Participant | None = participant
+        self.files: FileTransfers | None = files
 
 
 async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
@@ -142,6 +169,8 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
 
     name = check_name(args.name, ConfigError)
     out = LineOutput(json_mode=args.json)
+    events = _Events(out)
+    files = _file_service(args, events, interactive=_interactive(args))
     interfaces = resolve_interfaces(args.interface or [])
     bind = interfaces or ["0.0.0.0"]  # noqa: S104 -- serving the LAN is the point
     relay = Relay(
@@ -165,13 +194,18 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
         # IPv6 too where the machine has it (discovery advertises its addresses)
         with contextlib.suppress(OSError):
             await relay.async_start(["::"], port)
-    events = _Events(out)
     from p2pchat.identity import load_storage_key, resolve_home
 
     home = resolve_home(args.home)
     outbox = Outbox(home / "outbox-host.bin", load_storage_key(home))
     participant = Participant(
-        identity, name, trust, events, require_known=args.require_known, outbox=outbox
+        identity,
+        name,
+        trust,
+        events,
+        require_known=args.require_known,
+        outbox=outbox,
+        files=files,
     )
     stop = asyncio.Event()
     _install_stop(stop)
@@ -202,11 +236,12 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
         if _interactive(args):
             from p2pchat.ui import run_interactive
 
-            await run_interactive(_Fixed(participant), events, stop, joiner=False)
+            await run_interactive(_Fixed(participant, files), events, stop, joiner=False)
         else:
             await _host_lines(participant, out, stop)
     finally:
         await participant.async_close()
+        await files.async_close()
         await advertiser.async_close()
         await relay.async_close()
     out.status("host stopped")
@@ -305,8 +340,10 @@ class _Link:
         events: _Events,
         outbox: Outbox,
         name: str,
+        files: FileTransfers | None = None,
     ) -> None:
         self.args = args
+        self.files = files
         self.identity = identity
         self.trust = trust
         self.events = events
@@ -325,6 +362,7 @@ class _Link:
             require_known=self.args.require_known,
             expected_host=expected,
             outbox=self.outbox,
+            files=self.files,
         )
 
     async def connect(
@@ -441,22 +479,12 @@ async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustSto
     name = check_name(args.name, ConfigError)
     out = LineOutput(json_mode=args.json)
     deadline = time.monotonic() + args.timeout
-    expected = args.expect_fingerprint
-    if args.connect:
-        targets = [_parse_connect(args.connect)]
-    else:
-        targets, advertised, host_name = await _discover(args, trust)
-        if advertised is not None:
-            if expected is not None and advertised != expected:
-                raise KeyMismatchError(
-                    f"the host {host_name!r} advertises a fingerprint other than "
-                    "--expect-fingerprint; nothing was sent"
-                )
-            expected = expected or advertised
+    targets, expected = await _find_host(args, trust)
     home = resolve_home(args.home)
     outbox = Outbox(home / "outbox-join.bin", load_storage_key(home))
     events = _Events(out)
-    link = _Link(args, identity, trust, events, outbox, name)
+    files = _file_service(args, events, interactive=_interactive(args))
+    link = _Link(args, identity, trust, events, outbox, name, files)
     stop = asyncio.Event()
     _install_stop(stop)
     keeper: asyncio.Task[None] | None = None
@@ -483,7 +511,26 @@ async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustSto
                 await keeper
         if link.participant is not None:
             await link.participant.async_close()
+        await files.async_close()
         outbox.save()
+
+
+async def _find_host(
+    args: argparse.Namespace, trust: TrustStore
+) -> tuple[list[tuple[str, int]], bytes | None]:
+    """Where to connect (--connect, else discovery) and the host fingerprint to expect."""
+    expected: bytes | None = args.expect_fingerprint
+    if args.connect:
+        return [_parse_connect(args.connect)], expected
+    targets, advertised, host_name = await _discover(args, trust)
+    if advertised is not None:
+        if expected is not None and advertised != expected:
+            raise KeyMismatchError(
+                f"the host {host_name!r} advertises a fingerprint other than "
+                "--expect-fingerprint; nothing was sent"
+            )
+        expected = expected or advertised
+    return targets, expected
 
 
 async def _connect_any(

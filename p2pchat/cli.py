@@ -1,4 +1,4 @@
-"""Command line: ``p2pchat host|join|discover|id|trust``.
+"""Command line: ``p2pchat host|join|send|discover|id|trust``.
 
 Every expected failure is one clear line on stderr and a non-zero exit code:
 1 general failure (peer left, connection lost, incompatible version), 2 no
@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--require-known", action="store_true", help="refuse peers that are not pinned yet"
     )
 
+    receive = argparse.ArgumentParser(add_help=False)
+    receive.add_argument(
+        "--accept-files",
+        metavar="DIR",
+        help="accept every file offered to you, from anyone, into DIR (created if need be; "
+        "nothing there is ever overwritten). Without it the chat screen asks (/accept), "
+        "line and JSON mode refuse",
+    )
+
     parser = argparse.ArgumentParser(
         prog="p2pchat",
         description="End-to-end encrypted chat for devices on one local network. "
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     host = sub.add_parser(
         "host",
-        parents=[common, net],
+        parents=[common, net, receive],
         help="host a chat: run the relay and advertise it on the LAN",
         description="Start a relay on this machine, advertise it over mDNS/DNS-SD and join "
         "the chat as NAME. In line mode (stdin not a terminal) every stdin line is sent; "
@@ -149,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     join = sub.add_parser(
         "join",
-        parents=[common, net],
+        parents=[common, net, receive],
         help="find a host on the LAN and join its chat",
         description="Browse the LAN for hosts and join one. In line mode every stdin line is "
         "sent, every received message is printed as 'NAME: TEXT'; join exits 0 once stdin "
@@ -173,6 +182,42 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fingerprint_arg,
         help="the host's fingerprint ('p2pchat id' on the host); refuse any other key",
     )
+
+    send = sub.add_parser(
+        "send",
+        parents=[common, net],
+        help="send a file to one participant, then exit",
+        description="Join the chat (finding the host like 'join', or at --connect), wait for "
+        "a secure session with NAME, offer PATH, send it end-to-end encrypted and exit 0 once "
+        "NAME has checked its SHA-256. Run again with the same file, it resumes where the "
+        "last run stopped.",
+    )
+    send.add_argument("path", metavar="PATH", help="the file to send")
+    send.add_argument("--to", required=True, metavar="NAME", help="the participant to send it to")
+    send.add_argument("--name", default=None, help="your display name (default: user@host)")
+    send.add_argument(
+        "--connect", metavar="ADDR:PORT", help="skip discovery and connect to ADDR:PORT"
+    )
+    send.add_argument(
+        "--timeout",
+        type=_positive,
+        default=60.0,
+        help="seconds to find the host and NAME, and the longest the transfer may make no "
+        "progress (NAME deciding, gone, or not answering) before giving up (default: 60)",
+    )
+    send.add_argument(
+        "--expect-fingerprint",
+        metavar="FP",
+        type=_fingerprint_arg,
+        help="the host's fingerprint ('p2pchat id' on the host); refuse any other key",
+    )
+    send.add_argument(
+        "--limit-rate",
+        type=_positive,
+        metavar="MIB_S",
+        help="send at most this many MiB per second (default: as fast as the network goes)",
+    )
+    send.set_defaults(hostname=None)
 
     disc = sub.add_parser(
         "discover",
@@ -247,6 +292,10 @@ def _run_command(args: argparse.Namespace) -> int:
     if getattr(args, "name", None) is None:
         args.name = _default_name()
     trust = TrustStore.open(home)
+    if args.command == "send":
+        from p2pchat.sendfile import run_send
+
+        return asyncio.run(run_send(args, identity, trust))
     runner = chat.run_host if args.command == "host" else chat.run_join
     return asyncio.run(runner(args, identity, trust))
 

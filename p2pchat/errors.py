@@ -23,6 +23,7 @@ __all__ = [
     "P2PChatError",
     "PeerKeyError",
     "RemoteProtocolError",
+    "TransferError",
     "TrustError",
 ]
 
@@ -85,6 +86,11 @@ class TrustError(P2PChatError):
 
 class KeyMismatchError(TrustError):
     """A pinned name, or an expected fingerprint, now presents a different key."""
+
+
+class TransferError(P2PChatError):
+    """A file transfer cannot go on: a local file problem, or a peer that broke the
+    transfer's rules. It ends that one transfer, never the session."""
 
 
 class DiscoveryError(P2PChatError):

@@ -20,6 +20,11 @@ from p2pchat.session import (
     Delivered,
     Disconnected,
     Event,
+    FileCompleted,
+    FileEvent,
+    FileFailed,
+    FileOffered,
+    FileProgress,
     MessageReceived,
     PeerInfo,
     PeerJoined,
@@ -27,8 +32,12 @@ from p2pchat.session import (
     PeerRefused,
     SessionReady,
 )
+from p2pchat.transfer import format_duration, format_size
 
-__all__ = ["LineOutput", "mismatch_warning", "sanitize"]
+__all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning", "sanitize"]
+
+#: The hint added when line mode refuses a file.
+ACCEPT_HINT = "start with --accept-files DIR to receive files"
 
 
 def sanitize(text: str) -> str:
@@ -66,6 +75,97 @@ def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
 
 def _peer_json(peer: PeerInfo) -> dict[str, Any]:
     return {"peer": peer.name, "peer_id": peer.peer_id, "fingerprint": peer.fingerprint_text}
+
+
+def _percent(done: int, size: int) -> str:
+    return f"{100 * done // size if size else 100}%"
+
+
+def describe_file_event(event: FileEvent) -> str:
+    """One line for a person: what a file event means (text from the network escaped)."""
+    peer = event.peer.name
+    name = sanitize(event.name)
+    incoming = event.incoming
+    verb, prep = ("receiving", "from") if incoming else ("sending", "to")
+    if isinstance(event, FileOffered):
+        size = format_size(event.size)
+        if not incoming:
+            return f"offering {name} ({size}) to {peer}"
+        if event.pending:
+            short = event.transfer_id.hex()[:8]
+            return f"{peer} offers {name} ({size}): /accept {short} or /reject {short}"
+        return f"{peer} offers {name} ({size})"
+    if isinstance(event, FileProgress):
+        where = f"{verb} {name} {prep} {peer}"
+        pct = _percent(event.done, event.size)
+        if event.paused:
+            return f"{where}: paused at {pct}, {peer} is gone; it resumes when they are back"
+        if event.done == event.start:
+            if event.start == 0:
+                return f"{where}: started ({format_size(event.size)})"
+            return f"{where}: resuming at {pct} ({format_size(event.start)} already there)"
+        return (
+            f"{where}: {pct} ({format_size(event.done)} of {format_size(event.size)}), "
+            f"{format_size(event.rate)}/s, {format_duration(event.eta)} left"
+        )
+    if isinstance(event, FileCompleted):
+        how = (
+            f"{format_size(event.size)} in {format_duration(event.seconds)}, "
+            f"{format_size(event.rate)}/s"
+            + (f", resumed at {_percent(event.start, event.size)}" if event.start else "")
+        )
+        if incoming:
+            return f"received {name} from {peer}, SHA-256 verified: {sanitize(event.path)} ({how})"
+        return f"sent {name} to {peer}, SHA-256 verified by {peer} ({how})"
+    reason = sanitize(event.reason)
+    if incoming:
+        if event.by_peer:
+            return f"{peer} cancelled {name}: {reason}"
+        hint = f" ({ACCEPT_HINT})" if reason == "not accepting files" else ""
+        return f"not receiving {name} from {peer}: {reason}{hint}"
+    if event.by_peer:
+        return f"{peer} refused {name}: {reason}"
+    return f"sending {name} to {peer} failed: {reason}"
+
+
+def file_json(event: FileEvent) -> tuple[str, dict[str, Any]]:
+    """The JSON event type and fields for a file event (README, JSON mode)."""
+    fields: dict[str, Any] = {
+        "direction": "in" if event.incoming else "out",
+        "id": event.transfer_id.hex(),
+        "name": event.name,
+    }
+    if isinstance(event, FileOffered):
+        fields.update(size=event.size, sha256=event.sha256.hex(), pending=event.pending)
+        kind = "file-offer"
+    elif isinstance(event, FileProgress):
+        fields.update(
+            {
+                "bytes": event.done,
+                "size": event.size,
+                "from": event.start,
+                "rate": round(event.rate),
+                "eta": None if event.eta is None else round(event.eta, 1),
+                "paused": event.paused,
+            }
+        )
+        kind = "file-progress"
+    elif isinstance(event, FileCompleted):
+        fields.update(
+            {
+                "size": event.size,
+                "sha256": event.sha256.hex(),
+                "path": event.path,
+                "from": event.start,
+                "seconds": round(event.seconds, 3),
+                "rate": round(event.rate),
+            }
+        )
+        kind = "file-done"
+    else:
+        fields.update(reason=event.reason, by_peer=event.by_peer)
+        kind = "file-failed"
+    return kind, {**fields, **_peer_json(event.peer)}
 
 
 class LineOutput:
@@ -168,3 +268,8 @@ class LineOutput:
             if self.json_mode:
                 self.json("disconnected", reason=event.reason, clean=event.clean)
             self.status(event.reason)
+        elif isinstance(event, FileOffered | FileProgress | FileCompleted | FileFailed):
+            if self.json_mode:
+                kind, fields = file_json(event)
+                self.json(kind, **fields)
+            self.status(describe_file_event(event))

@@ -2,7 +2,7 @@
 
 The input line stays at the bottom; messages, joins, leaves and errors print
 above it with the time and the sender's name. Commands: /help /who /verify
-/quit; Ctrl-C and Ctrl-D leave cleanly.
+/msg /send /accept /reject /files /quit; Ctrl-C and Ctrl-D leave cleanly.
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.errors import P2PChatError
-from p2pchat.output import mismatch_warning, sanitize
+from p2pchat.output import describe_file_event, mismatch_warning, sanitize
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.session import (
     Delivered,
     Disconnected,
     Event,
+    FileCompleted,
+    FileFailed,
+    FileOffered,
+    FileProgress,
     MessageReceived,
     Participant,
+    PeerInfo,
     PeerJoined,
     PeerLeft,
     PeerRefused,
     SessionReady,
 )
+from p2pchat.transfer import format_size
+
+if TYPE_CHECKING:
+    from p2pchat.files import FileTransfers
 
 __all__ = ["HELP", "run_interactive"]
 
@@ -34,6 +44,10 @@ HELP = """commands:
   /who            who is here, with fingerprints and trust state
   /verify [NAME]  show fingerprints and the short authentication string; mark verified
   /msg NAME TEXT  send TEXT to NAME only
+  /send PATH      offer the file PATH to everyone here (/send NAME PATH: to NAME only)
+  /accept [ID]    accept a file offered to you (saved in your downloads directory)
+  /reject [ID]    refuse a file offered to you
+  /files          transfers under way, with their ids
   /quit           leave (also Ctrl-C or Ctrl-D)
   /help           this text
 anything else is sent to everyone in the chat"""
@@ -43,9 +57,14 @@ def _now() -> str:
     return time.strftime("%H:%M:%S")
 
 
+#: Seconds between two progress lines of one transfer on the chat screen.
+PROGRESS_EVERY = 2.0
+
+
 class _Screen:
     def __init__(self) -> None:
         self.texts: dict[bytes, str] = {}
+        self._progress_at: dict[bytes, float] = {}
 
     def say(self, text: str) -> None:
         print(f"[{_now()}] {text}", flush=True)
@@ -96,6 +115,18 @@ class _Screen:
             self.say(f"! refused {event.peer.name}: {event.reason}")
         elif isinstance(event, Disconnected):
             self.say(f"! {event.reason}")
+        elif isinstance(event, FileProgress):
+            now = time.monotonic()
+            quiet = now - self._progress_at.get(event.transfer_id, -PROGRESS_EVERY)
+            first = event.done == event.start
+            if event.paused or first or quiet >= PROGRESS_EVERY:
+                self._progress_at[event.transfer_id] = now
+                self.say(f"  {describe_file_event(event)}")
+        elif isinstance(event, FileOffered | FileCompleted | FileFailed):
+            if not isinstance(event, FileOffered):
+                self._progress_at.pop(event.transfer_id, None)
+            mark = "!" if isinstance(event, FileFailed) else "*"
+            self.say(f"{mark} {describe_file_event(event)}")
 
 
 class Room(Protocol):
@@ -104,6 +135,7 @@ class Room(Protocol):
 
     participant: Participant | None
     fatal: int | None
+    files: FileTransfers | None
 
 
 async def run_interactive(room: Room, events: Any, stop: asyncio.Event, *, joiner: bool) -> None:
@@ -144,7 +176,9 @@ async def run_interactive(room: Room, events: Any, stop: asyncio.Event, *, joine
                     line = await session.prompt_async("> ")
                 except (EOFError, KeyboardInterrupt):
                     break
-                if not await _command(line.strip(), current(), screen, session.prompt_async):
+                if not await _command(
+                    line.strip(), current(), screen, session.prompt_async, room.files, tasks
+                ):
                     break
         finally:
             for task in tasks:
@@ -159,6 +193,8 @@ async def _command(
     participant: Participant,
     screen: _Screen,
     ask: Callable[..., Any],
+    files: FileTransfers | None = None,
+    tasks: list[asyncio.Task[None]] | None = None,
 ) -> bool:
     """Handle one input line; False means quit."""
     if not line:
@@ -191,6 +227,15 @@ async def _command(
             print(f"  {p.name:20} {p.fingerprint_text}  {ready}, {state}", flush=True)
     elif cmd == "/verify":
         await _verify(rest.strip(), participant, screen, ask)
+    elif cmd in ("/send", "/accept", "/reject", "/files"):
+        if files is None:
+            screen.say("file transfers are not available here")
+        elif cmd == "/send":
+            _send(rest.strip(), participant, screen, files, tasks)
+        elif cmd == "/files":
+            _list_files(files, screen)
+        else:
+            await _decide(cmd, rest.strip(), screen, files)
     elif cmd == "/msg":
         name, _, text = rest.strip().partition(" ")
         targets = [p for p in participant.peers if p.name == name]
@@ -244,3 +289,75 @@ async def _verify(
         screen.say(f"* {peer.name} marked verified")
     else:
         screen.say("* not marked")
+
+
+def _send(
+    arg: str,
+    participant: Participant,
+    screen: _Screen,
+    files: FileTransfers,
+    tasks: list[asyncio.Task[None]] | None,
+) -> None:
+    """/send PATH (to everyone here) or /send NAME PATH (to NAME only)."""
+    if not arg:
+        screen.say("usage: /send PATH  or  /send NAME PATH")
+        return
+    peers = [p for p in participant.peers if participant.is_ready(p.peer_id)]
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        name, _, rest = arg.partition(" ")
+        named = [p for p in peers if p.name == name]
+        if not named or not rest.strip() or not Path(rest.strip()).expanduser().is_file():
+            screen.say(f"! no such file: {sanitize(arg)}")
+            return
+        peers, path = named, Path(rest.strip()).expanduser()
+    if not peers:
+        screen.say("nobody here to send it to")
+        return
+    job = asyncio.create_task(_offer(path, peers, screen, files))
+    if tasks is not None:
+        tasks.append(job)
+
+
+async def _offer(path: Path, peers: list[PeerInfo], screen: _Screen, files: FileTransfers) -> None:
+    try:
+        prepared = await files.async_prepare(path)  # hashing: off the loop
+        for peer in peers:
+            await files.async_offer(prepared, peer)
+    except P2PChatError as exc:
+        screen.say(f"! cannot send {sanitize(str(path))}: {exc}")
+
+
+async def _decide(cmd: str, arg: str, screen: _Screen, files: FileTransfers) -> None:
+    """/accept [ID] and /reject [ID]: the one offer waiting, or the one whose id starts so."""
+    offers = files.find(arg, pending=True)
+    if len(offers) != 1:
+        if not offers:
+            screen.say("no file offer waiting" + (f" with id {sanitize(arg)}" if arg else ""))
+        else:
+            ids = ", ".join(f"{t.short_id} ({sanitize(t.name)})" for t in offers)
+            screen.say(f"several offers waiting: {cmd} ID, one of {ids}")
+        return
+    offer = offers[0]
+    try:
+        if cmd == "/accept":
+            await files.async_accept(offer)
+            screen.say(f"* accepted {sanitize(offer.name)}, saving it in {files.directory}")
+        else:
+            files.reject(offer)
+    except P2PChatError as exc:
+        screen.say(f"! {exc}")
+
+
+def _list_files(files: FileTransfers, screen: _Screen) -> None:
+    transfers = files.transfers()
+    if not transfers:
+        screen.say("no file transfers under way")
+    for t in transfers:
+        way = f"from {t.peer.name}" if t.incoming else f"to {t.peer.name}"
+        pct = 100 * t.done // t.size if t.size else 100
+        print(
+            f"  {t.short_id}  {sanitize(t.name)} {way}: {t.phase.value}, "
+            f"{pct}% of {format_size(t.size)}",
+            flush=True,
+        )

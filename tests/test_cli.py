@@ -301,7 +301,7 @@ def _readme_flags() -> dict[str, set[str]]:
 def test_help_mentions_every_documented_flag() -> None:
     documented = _readme_flags()
     # the parse itself must have found the README's table
-    assert {"host", "join", "discover", "id", "trust"} <= documented.keys()
+    assert {"host", "join", "send", "discover", "id", "trust"} <= documented.keys()
     assert {"--name", "--port", "--interface", "--json", "--home", "--log-file"} <= documented[
         "host"
     ]
@@ -313,7 +313,7 @@ def test_help_mentions_every_documented_flag() -> None:
     assert top.returncode == 0, top
     for command in documented:
         assert re.search(rf"\b{command}\b", top.stdout), command
-    for command in ("host", "join", "discover"):
+    for command in ("host", "join", "discover", "send"):
         result = run_p2pchat(command, "--help")
         assert result.returncode == 0, result
         for flag in documented[command]:
