@@ -25,6 +25,7 @@ from p2pchat.errors import (
     KeyMismatchError,
     LocalProtocolError,
     P2PChatError,
+    TrustError,
 )
 from p2pchat.identity import Identity, TrustStore
 from p2pchat.outbox import Outbox
@@ -465,7 +466,7 @@ def _host_failure(participant: Participant) -> P2PChatError | None:
     host_id = participant.host_id
     for event in participant.refusals:
         if event.peer.peer_id == host_id:
-            code = EXIT_MISMATCH if event.mismatch or "known" in event.reason else EXIT_FAILURE
+            code = EXIT_MISMATCH if event.kind in ("mismatch", "unknown-peer") else EXIT_FAILURE
             return _TrustFailure(f"not connecting to {event.peer.name}: {event.reason}", code)
     if participant.disconnected is not None and not participant.is_ready(host_id or -1):
         return BrokenConnectionError(participant.disconnected.reason)
@@ -546,6 +547,11 @@ async def _connect_any(
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             errors.append(f"{addr}:{port}: {reason}")
+            continue
+        except TrustError:
+            raise
+        except P2PChatError as exc:  # not a p2pchat relay there, or it refused us
+            errors.append(f"{addr}:{port}: {exc}")
             continue
         out.status(f"connected to {addr}:{port}")
         return

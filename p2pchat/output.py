@@ -10,6 +10,7 @@ cursor, clear the screen or fake a line from someone else.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 import unicodedata
@@ -67,7 +68,7 @@ def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
         "Someone could be impersonating them (a man in the middle), or they",
         "made a new key. Nothing was sent. Ask them, by another channel, for",
         "the output of 'p2pchat id'; if it matches the new key, run",
-        f"    p2pchat trust forget {name}",
+        f"    p2pchat trust forget {shlex.quote(name)}",
         "and connect again.",
     ]
     return "\n".join(lines)

@@ -140,6 +140,8 @@ class PeerRefused:
     reason: str
     mismatch: bool  #: a pinned name presented another key
     pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
+    #: "mismatch", "unknown-peer" (--require-known) or "protocol" (anything else)
+    kind: str = "protocol"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +294,9 @@ class _Peer:
     result: HandshakeResult | None = None
     refused: bool = False
     gone: bool = False
+    waiting: bool = False  #: we initiate once the host is proven
+    busy: bool = False  #: a handshake step is running in a worker thread
+    held: bytes | None = None  #: a first handshake message kept until the host is proven
     last_heard: float = 0.0  #: monotonic time of the last record from this peer
     last_sent: float = 0.0  #: monotonic time of the last record to this peer
 
@@ -340,7 +345,8 @@ class Participant:
         self.my_id: int | None = None
         self.host_id: int | None = None
         self.disconnected: Disconnected | None = None
-        self.refusals: list[PeerRefused] = []  #: every peer refused, in order
+        self.refusals: list[PeerRefused] = []  #: the last 64 peers refused, in order
+        self._host_was_proven = False
         #: the host ended the chat on purpose (authenticated close), not a drop
         self.host_said_goodbye = False
         self._handshake_budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST)
@@ -353,6 +359,7 @@ class Participant:
         Raises ConnectionError/OSError/TimeoutError or a P2PChatError."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         self._reader, self._writer = reader, writer
+        self._decoder = FrameDecoder(MAX_FRAME, parse_body)  # nothing left from an earlier try
         # bulk data waits above this (async_writable); chat is written at once
         writer.transport.set_write_buffer_limits(high=BULK_WRITE_HIGH)
         try:
@@ -512,8 +519,8 @@ class Participant:
         for task in (self._task, self._ka_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # its failure was reported when it happened
         self.outbox.save()
 
     # ------------------------------------------------------------ internals
@@ -549,6 +556,9 @@ class Participant:
         return hs
 
     def _check_handshake(self, peer: _Peer, hs: Handshake) -> None:
+        if peer.busy:  # never touch a handshake a worker thread is running
+            asyncio.get_running_loop().call_later(0.5, self._check_handshake, peer, hs)
+            return
         if peer.hs is hs and not hs.complete and not peer.gone:
             try:
                 hs.check_deadline(time.monotonic())
@@ -557,6 +567,9 @@ class Participant:
                 self._changed.set()
 
     def _start_initiator(self, peer: _Peer) -> None:
+        if peer.info.peer_id != self.host_id and not self.host_proven:
+            peer.waiting = True
+            return
         expected = self._expected_for(peer)
         if expected != peer.info.fingerprint:
             self._refuse(peer, "its key is not the one expected for this host", mismatch=True)
@@ -581,6 +594,12 @@ class Participant:
             log.warning("participant: %s", reason)
         except (ConnectionError, OSError) as exc:
             reason, clean = f"connection to the host lost ({exc.__class__.__name__})", False
+        except P2PChatError as exc:  # e.g. the trust store became unreadable
+            reason, clean = f"stopped: {exc}", False
+            log.warning("participant: %s", reason)
+        except Exception as exc:  # a bug: say so, with the traceback in the log
+            reason, clean = f"internal error ({exc.__class__.__name__}); see the log", False
+            log.error("participant: unexpected error", exc_info=True)
         finally:
             if self._writer is not None:
                 self._writer.close()
@@ -640,7 +659,7 @@ class Participant:
             if frame.peer.peer_id not in self._peers and frame.peer.peer_id != self.my_id:
                 self._add_peer(frame.peer)
         elif isinstance(frame, Left):
-            peer = self._peers.get(frame.peer_id)
+            peer = self._peers.pop(frame.peer_id, None)  # ids are never reused
             if peer is not None and not peer.gone:
                 self._peer_gone(peer, clean=False)
         elif isinstance(frame, Ping):
@@ -670,7 +689,34 @@ class Participant:
         else:
             raise RemoteProtocolError("envelope payload of unknown kind")
 
+    @property
+    def host_proven(self) -> bool:
+        """The host's key is proven (or we are the host): until then a joiner
+        neither handshakes with, pins nor shows anyone else, so that a relay
+        that is not the expected host cannot get its other 'participants'
+        pinned before the host check fails."""
+        if self.host_id is None or self.host_id == self.my_id or self._host_was_proven:
+            return True
+        self._host_was_proven = self.is_ready(self.host_id)
+        return self._host_was_proven
+
+    async def _release_others(self) -> None:
+        for other in list(self._peers.values()):
+            if other.info.peer_id == self.host_id or other.gone or other.refused:
+                continue
+            if other.held is not None:
+                held, other.held = other.held, None
+                await self._handle(Deliver(other.info.peer_id, held))
+            elif other.hs is None and other.result is None and other.waiting:
+                other.waiting = False
+                self._start_initiator(other)
+
     async def _on_handshake(self, peer: _Peer, payload: bytes) -> None:
+        if peer.info.peer_id != self.host_id and not self.host_proven:
+            if peer.hs is None and peer.held is None:
+                peer.held = payload  # its M1: answered once the host is proven
+                return
+            raise RemoteProtocolError("handshake message before the host was proven")
         if peer.hs is None:
             if peer.result is not None:
                 raise RemoteProtocolError("handshake message after the session was set up")
@@ -683,7 +729,13 @@ class Participant:
         try:
             if hs.state in _PRIVATE_KEY_STEPS:
                 # RSA decryption: off the event loop, so a flood cannot stall chat
-                reply = await loop.run_in_executor(None, hs.receive, payload)
+                peer.busy = True
+                try:
+                    reply = await loop.run_in_executor(None, hs.receive, payload)
+                finally:
+                    peer.busy = False
+                if peer.gone or peer.refused or peer.hs is not hs:
+                    return  # it left, or was refused, while we worked
             else:  # M1 at the responder, M4 at the initiator: public-key work only
                 reply = hs.receive(payload)
         except IncompatibleVersionError:
@@ -701,6 +753,8 @@ class Participant:
             assert hs.result is not None
             peer.hs = None
             self._on_ready(peer, hs.result)
+            if peer.info.peer_id == self.host_id != self.my_id and self.host_proven:
+                await self._release_others()
 
     def _on_ready(self, peer: _Peer, result: HandshakeResult) -> None:
         if result.peer_name != peer.info.name:
@@ -716,7 +770,9 @@ class Participant:
             self._refuse(peer, "a pinned name presented a different key", mismatch=True)
             return
         if verdict is Verdict.NEW and self.require_known:
-            self._refuse(peer, "not a known peer (--require-known)", mismatch=False)
+            self._refuse(
+                peer, "not a known peer (--require-known)", mismatch=False, kind="unknown-peer"
+            )
             return
         pin = self.trust.pin(info.name, info.fingerprint)
         trust = "new" if verdict is Verdict.NEW else ("verified" if pin.verified else "known")
@@ -800,17 +856,27 @@ class Participant:
         if not peer.refused:
             self._emit(PeerLeft(peer.info, clean))
 
-    def _refuse(self, peer: _Peer, reason: str, *, mismatch: bool) -> None:
+    def _refuse(self, peer: _Peer, reason: str, *, mismatch: bool, kind: str | None = None) -> None:
         if peer.refused:
             return
+        kind = kind or ("mismatch" if mismatch else "protocol")
         log.warning("participant: refusing peer %d: %s", peer.info.peer_id, reason)
         self._files_lost(peer)
+        if peer.result is not None and not peer.gone:
+            # tell it, inside the session: otherwise it would wait for acks forever
+            with contextlib.suppress(P2PChatError):
+                self._write(encode_send(peer.info.peer_id, peer.result.sender.seal_close()))
         peer.refused = True
         peer.hs = None
-        self.outbox.drop_recipient(peer.info.fingerprint)
+        if kind != "protocol":
+            # never the participant we meant: stop waiting for its acks. After a
+            # protocol failure (a tampering relay, say) what it has not
+            # acknowledged stays pending: it is not delivered, and join says so.
+            self.outbox.drop_recipient(peer.info.fingerprint)
         pinned = (
             tuple(p.fingerprint for p in self.trust.by_name(peer.info.name)) if mismatch else ()
         )
-        refusal = PeerRefused(peer.info, reason, mismatch, pinned)
+        refusal = PeerRefused(peer.info, reason, mismatch, pinned, kind)
         self.refusals.append(refusal)
+        del self.refusals[:-64]
         self._emit(refusal)

@@ -1058,12 +1058,15 @@ def test_peer_killed_mid_message(
         mal.reset()
     else:
         mal.close()
-    ended = "connection reset" if how == "reset" else "closed by the peer"
-    host.wait_log(
-        rf"relay: connection 127\.0\.0\.1:{mal.sport} \(peer {mal.peer_id} 'mallory'\) ended "
-        rf"in the middle of a frame \({half} bytes of it received, {ended}\)",
-        mark,
-    )
+    if how == "close":
+        # a FIN comes after the data: the relay has read every byte sent
+        host.wait_log(
+            rf"relay: connection 127\.0\.0\.1:{mal.sport} \(peer {mal.peer_id} 'mallory'\) "
+            rf"ended in the middle of a frame \({half} bytes of it received, closed by the peer\)",
+            mark,
+        )
+    # a reset may overtake the data still in flight (the kernel then drops it),
+    # so the relay may see a partial frame or none: only its leaving is certain
     host.wait_log(
         rf"relay: connection 127\.0\.0\.1:{mal.sport} \(peer {mal.peer_id} 'mallory'\) left",
         mark,

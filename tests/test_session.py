@@ -237,3 +237,34 @@ async def test_room_of_eleven_fan_out_direct_messages_and_delivery_counts(
         for m in members:
             if m is not target:
                 assert all(e.text != "just for p7" for e in m.of(MessageReceived))
+
+
+async def test_nobody_else_is_pinned_or_shown_before_the_host_is_proven(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        await join("bob", 0)
+        carol = await join("carol", 2)
+        # alice expects another host key: the relay (and its 'carol') are not trusted
+        wrong = bytes(32)
+        alice = await join("alice", 1, expected_host=wrong)
+        await alice.until(lambda: bool(alice.of(PeerRefused)))
+        await carol.until(lambda: any(p.name == "alice" for p in carol.p.peers))
+        sent = carol.p.send_text("hello from behind the wrong host")
+        # bob acknowledges it; alice never even handshakes with carol
+        await carol.until(lambda: carol.p.undelivered().get(sent) == ["alice"])
+        assert alice.of(SessionReady) == []
+        assert alice.of(MessageReceived) == []
+        assert alice.p.trust.all() == []  # carol was not pinned
+
+
+async def test_others_are_met_once_the_host_is_proven(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        await join("carol", 2)
+        alice = await join("alice", 1, expected_host=Identity.from_key(rsa_keys[0]).fingerprint)
+        await alice.until(lambda: len(alice.of(SessionReady)) == 2)
+        first = alice.of(SessionReady)[0]
+        assert first.peer.peer_id == bob.p.my_id  # the host first, then the others
