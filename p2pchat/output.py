@@ -41,6 +41,12 @@ __all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning",
 ACCEPT_HINT = "start with --accept-files DIR to receive files"
 
 
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """``[#########-----------]``: ``done`` of ``total`` as a fixed-width bar."""
+    filled = width if total <= 0 else min(width, done * width // total)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
 def sanitize(text: str) -> str:
     """``text`` with every control, format or line/paragraph separator escaped."""
     out = []
@@ -106,7 +112,8 @@ def describe_file_event(event: FileEvent) -> str:
                 return f"{where}: started ({format_size(event.size)})"
             return f"{where}: resuming at {pct} ({format_size(event.start)} already there)"
         return (
-            f"{where}: {pct} ({format_size(event.done)} of {format_size(event.size)}), "
+            f"{where}: {progress_bar(event.done, event.size)} {pct} "
+            f"({format_size(event.done)} of {format_size(event.size)}), "
             f"{format_size(event.rate)}/s, {format_duration(event.eta)} left"
         )
     if isinstance(event, FileCompleted):

@@ -416,3 +416,12 @@ def test_over_long_line_does_not_break_the_session(procs: ProcPool) -> None:
     assert not any("refused alice" in line for line in bob.stderr), bob.describe()
     # the sender said why the long line went nowhere
     alice.wait_for_line("stderr", "line not sent: text over 65536 bytes", timeout=3)
+
+
+def test_progress_bar_shape() -> None:
+    from p2pchat.output import progress_bar
+
+    assert progress_bar(0, 200) == "[" + "-" * 20 + "]"
+    assert progress_bar(100, 200) == "[" + "#" * 10 + "-" * 10 + "]"
+    assert progress_bar(200, 200) == "[" + "#" * 20 + "]"
+    assert progress_bar(300, 200) == "[" + "#" * 20 + "]"  # never past full
