@@ -8,9 +8,11 @@ Everything runs on 127.0.0.1: every ``p2pchat`` process gets ``--interface
 identity key is created (``p2pchat id --home H``) before any timing starts.
 The product paths are driven by load-generator processes (this file, run as
 ``--worker ROLE``) that use :class:`p2pchat.session.Participant` against a
-real relay process; the baselines are raw asyncio processes of the same shape
-(sender -> forwarder -> receiver, length-prefixed frames, no crypto, no
-msgpack). docs/BENCHMARKS.md says what each line means.
+real relay process; the file transfer is timed with the real commands
+(``p2pchat host``, ``join --accept-files``, ``send``). The baselines are raw
+asyncio processes of the same shape (sender -> forwarder -> receiver,
+length-prefixed frames, no crypto, no msgpack). docs/BENCHMARKS.md says what
+each line means.
 
 Prints a table (ours, baseline, ratio, target with OK or MISS) and writes the
 results as JSON. Exits 0 when every measurement ran, whether or not its
@@ -22,11 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import os
 import platform
 import queue
+import resource
 import secrets
 import shutil
 import statistics
@@ -64,7 +68,9 @@ WINDOW_LARGE = 128
 
 _U32 = struct.Struct(">I")
 
-STEPS = ("handshake", "discovery", "latency", "small", "large", "fanout", "memory")
+MIB = 1024 * 1024
+
+STEPS = ("handshake", "discovery", "latency", "small", "large", "file", "fanout", "memory")
 
 #: Sample counts and durations (seconds) of the quick and the full run, and
 #: the hard time budget of each (a safety net: past it, the run stops with an
@@ -81,6 +87,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "throughput": (0.3, 0.8),
         "fanout": (2, 10),
         "fanout_time": (0.3, 0.8),
+        "file": (32, 2),  # MiB per file, files sent (one ``p2pchat send`` each)
     },
     "full": {
         "budget": 590.0,
@@ -93,6 +100,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "throughput": (0.5, 5.0),
         "fanout": (2, 10, 50),
         "fanout_time": (0.5, 4.0),
+        "file": (64, 3),
     },
 }
 
@@ -799,6 +807,8 @@ class Proc:
         )
         self.lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
         self.stderr: list[str] = []
+        #: time.monotonic() when stdout ended (the process is exiting), once it has
+        self.eof_at: float | None = None
         threading.Thread(target=self._read_out, daemon=True).start()
         threading.Thread(target=self._read_err, daemon=True).start()
 
@@ -810,6 +820,7 @@ class Proc:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.put((time.time(), line))
+        self.eof_at = time.monotonic()
         self.lines.put(None)
 
     def _read_err(self) -> None:
@@ -847,6 +858,27 @@ class Proc:
             if obj.get("type") == "error":
                 raise self.fail(str(obj.get("message")))
             if obj.get("type") == kind:
+                obj["_at"] = at
+                return obj
+
+    def next_json(self, timeout: float) -> dict[str, Any] | None:
+        """The next JSON object on stdout, whatever its type (with ``_at``); None
+        if none came within ``timeout`` or stdout has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if item is None:
+                self.lines.put(None)
+                return None
+            at, line = item
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
                 obj["_at"] = at
                 return obj
 
@@ -1364,6 +1396,176 @@ class Bench:
                 base_label="raw unbatched",
             )
 
+    # -- 8. file transfer
+
+    def raw_large_mb_s(self) -> tuple[float, str]:
+        """The unbatched raw chain's 64 KiB rate (MB/s) of this run: step large's
+        if it ran, else measured now the same way. Also says which."""
+        large = self.details.get("throughput_large")
+        if large is not None:
+            return large["raw_unbatched_msgs_s"] * LARGE / 1e6, "step large"
+        warmup, duration = self.plan["throughput"]
+        args = {"mode": "tput", "size": LARGE, "window": WINDOW_LARGE, "warmup": warmup}
+        args["duration"] = duration
+        res, _rep, _peak = self.raw_chain(False, 1, args)
+        return res["rate"] * LARGE / 1e6, "measured in step file"
+
+    @staticmethod
+    def random_file(path: Path, size: int) -> str:
+        """Write ``size`` random bytes to ``path``; their SHA-256 (hex)."""
+        digest = hashlib.sha256()
+        with open(path, "wb") as fh:
+            for _ in range(size // MIB):
+                block = os.urandom(MIB)
+                digest.update(block)
+                fh.write(block)
+        return digest.hexdigest()
+
+    @staticmethod
+    def sha256_of(path: Path) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(MIB):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def bench_file(self) -> None:
+        """``p2pchat send FILE --to bob`` through a ``p2pchat host`` process to a
+        ``p2pchat join --accept-files DIR --json`` receiver, all three with
+        ``--interface 127.0.0.1``; one fresh random file per send (the same file
+        again would be answered at once from the receiver's finished transfers)."""
+        self.check_time("file transfer")
+        mib, sends = self.plan["file"]
+        size = mib * MIB
+        raw, raw_from = self.raw_large_mb_s()
+        src_dir, inbox = self.tmp / "files", self.tmp / "inbox"
+        src_dir.mkdir(exist_ok=True)
+        local = ["--interface", LOOPBACK, "--json"]
+        argv = ["host", *local, "--name", f"{self.host_name}-file", "--home", self.home("host")]
+        host = self.p2pchat("host", *argv)
+        recv: Proc | None = None
+        runs: list[dict[str, Any]] = []
+        try:
+            connect = f"{LOOPBACK}:{host.expect('hosting', 30)['port']}"
+            argv = ["join", "--connect", connect, *local, "--accept-files", str(inbox)]
+            argv += ["--timeout", "10", "--home", self.home("bob"), "--name", "bob"]
+            recv = self.p2pchat("join", *argv)
+            recv.expect("session", 20)  # with the host
+            for i in range(sends):
+                self.check_time(f"file transfer {i + 1} of {sends}")
+                runs.append(self.one_send(host, recv, connect, src_dir / f"bench-{i}.bin", size))
+        finally:
+            if recv is not None:
+                self.stop(recv)
+            host.close(sigterm=True)
+            with contextlib.suppress(ValueError):
+                self.procs.remove(host)
+        accept = statistics.median(r["accept_to_verified_mb_s"] for r in runs)
+        wall = statistics.median(r["send_wall_mb_s"] for r in runs)
+        self.details["file"] = {
+            "size_bytes": size,
+            "sends": sends,
+            "accept_to_verified_mb_s": accept,
+            "send_wall_mb_s": wall,
+            "raw_unbatched_64k_mb_s": raw,
+            "raw_unbatched_64k_from": raw_from,
+            "runs": runs,
+        }
+        self.row(
+            "8 file",
+            f"{mib} MiB file, accept->verified (n={sends})",
+            accept,
+            raw,
+            "MB/s",
+            base_label="raw unbatched",
+        )
+        self.row(
+            "8 file",
+            "  p2pchat send, start->exit",
+            wall,
+            raw,
+            "MB/s",
+            base_label="raw unbatched",
+        )
+
+    def one_send(
+        self, host: Proc, recv: Proc, connect: str, path: Path, size: int
+    ) -> dict[str, Any]:
+        """One timed ``p2pchat send``: the receiver's accept -> verified
+        (``seconds`` of its file-done event) and the command's wall time."""
+        sha = self.random_file(path, size)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = CpuWatch(relay=host.pid, receiver=recv.pid)
+        argv = ["send", str(path), "--to", "bob", "--connect", connect, "--interface", LOOPBACK]
+        argv += ["--json", "--timeout", "30", "--home", self.home("alice"), "--name", "alice"]
+        t0, t0_unix = time.monotonic(), time.time()
+        send = self.p2pchat("send", *argv)
+        try:
+            # the receiver's events, until its file-done (bounded: 120 s in all)
+            deadline = t0 + 120
+            seen: dict[str, dict[str, Any]] = {}
+            while "file-done" not in seen:
+                if time.monotonic() > deadline:
+                    raise recv.fail("no file-done within 120 s")
+                if send.proc.poll() not in (None, 0):
+                    raise send.fail(f"exited with {send.proc.returncode}")
+                ev = recv.next_json(1.0)
+                if ev is None:
+                    if recv.proc.poll() is not None:
+                        raise recv.fail(f"exited with {recv.proc.returncode}")
+                    continue
+                kind = ev.get("type", "")
+                if kind in ("file-failed", "error", "disconnected"):
+                    raise recv.fail(f"{kind}: {ev}")
+                if kind.startswith("file-") and ev.get("direction") == "in":
+                    seen.setdefault(kind, ev)
+            code = send.proc.wait(30)
+            for _ in range(200):  # the reader thread notes the end of stdout
+                if send.eof_at is not None:
+                    break
+                time.sleep(0.01)
+        except subprocess.TimeoutExpired as exc:
+            raise send.fail("did not exit within 30 s of the receiver's file-done") from exc
+        finally:
+            self.stop(send)
+        if code != 0:
+            raise send.fail(f"exited with {code}")
+        cpu_s = cpu.stop()
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s["sender"] = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        wall = (send.eof_at or time.monotonic()) - t0
+        done = seen["file-done"]
+        received = Path(done["path"])
+        got = self.sha256_of(received)
+        if got != sha or done["sha256"] != sha or received.stat().st_size != size:
+            raise BenchError(f"file: the received file differs from the source ({received})")
+        received.unlink()
+        path.unlink()
+        sender_events: list[dict[str, Any]] = []
+        while (ev := send.next_json(0)) is not None:
+            sender_events.append(ev)
+        session = next(
+            (e for e in sender_events if e.get("type") == "session" and e.get("peer") == "bob"),
+            None,
+        )
+        out_done = next((e for e in sender_events if e.get("type") == "file-done"), {})
+        offer = seen.get("file-offer", {}).get("time")
+        accept = seen.get("file-progress", {}).get("time")
+        return {
+            "accept_to_verified_s": done["seconds"],
+            "accept_to_verified_mb_s": done["rate"] / 1e6,
+            "send_wall_s": wall,
+            "send_wall_mb_s": size / wall / 1e6,
+            # Unix times (ms) of the JSON events, from the send command's start
+            "start_to_session_with_receiver_s": session["time"] - t0_unix if session else None,
+            "start_to_offer_s": offer - t0_unix if offer is not None else None,
+            "start_to_accept_s": accept - t0_unix if accept is not None else None,
+            "start_to_verified_s": done["time"] - t0_unix,
+            "sender_accept_to_done_s": out_done.get("seconds"),
+            "cpu_s": cpu_s,
+            "sha256_verified": True,
+        }
+
     def bench_fanout(self) -> None:
         warmup, duration = self.plan["fanout_time"]
         args = {"mode": "tput", "size": SMALL, "window": WINDOW_SMALL, "warmup": warmup}
@@ -1493,6 +1695,7 @@ class Bench:
             "latency": self.bench_latency,
             "small": lambda: self.bench_throughput(SMALL),
             "large": lambda: self.bench_throughput(LARGE),
+            "file": self.bench_file,
             "fanout": self.bench_fanout,
             "memory": self.bench_memory,
         }
