@@ -87,6 +87,15 @@ def _bin(
     return value
 
 
+def _versions(m: dict[str, Any], err: type[RemoteProtocolError]) -> tuple[int, ...]:
+    versions = _field(m, "versions", list, err)
+    if not 1 <= len(versions) <= MAX_VERSIONS or not all(
+        type(v) is int and 0 < v < 2**16 for v in versions
+    ):
+        raise err("versions must be 1 to 16 integers")
+    return tuple(versions)
+
+
 def _is_unsafe(ch: str) -> bool:
     # control, format (bidi overrides), separators other than space, unassigned, surrogates
     return unicodedata.category(ch)[0] in "CZ" and ch != " "
@@ -261,12 +270,7 @@ def _peer(m: Any) -> PeerEntry:
 
 
 def _parse_hello(m: dict[str, Any]) -> Hello:
-    versions = _field(m, "versions", list, _E)
-    if not 1 <= len(versions) <= MAX_VERSIONS or not all(
-        type(v) is int and 0 < v < 2**16 for v in versions
-    ):
-        raise _E("versions must be 1 to 16 integers")
-    return Hello(tuple(versions), check_name(m.get("name")), _bin(m, "key", _E, 1, MAX_KEY_DER))
+    return Hello(_versions(m, _E), check_name(m.get("name")), _bin(m, "key", _E, 1, MAX_KEY_DER))
 
 
 def _parse_welcome(m: dict[str, Any]) -> Welcome:
@@ -528,11 +532,7 @@ HsMessage: TypeAlias = M1 | M2 | M3 | M4 | HsError
 
 
 def _parse_m1(m: dict[str, Any]) -> M1:
-    versions = _field(m, "versions", list, _H)
-    if not 1 <= len(versions) <= MAX_VERSIONS or not all(
-        type(v) is int and 0 < v < 2**16 for v in versions
-    ):
-        raise _H("versions must be 1 to 16 integers")
+    versions = _versions(m, _H)
     return M1(
         tuple(versions),
         _bin(m, "nonce", _H, 32),
