@@ -532,9 +532,8 @@ HsMessage: TypeAlias = M1 | M2 | M3 | M4 | HsError
 
 
 def _parse_m1(m: dict[str, Any]) -> M1:
-    versions = _versions(m, _H)
     return M1(
-        tuple(versions),
+        _versions(m, _H),
         _bin(m, "nonce", _H, 32),
         _bin(m, "eph", _H, 32),
         _bin(m, "key", _H, 1, MAX_KEY_DER),
