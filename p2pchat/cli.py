@@ -255,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, so that on the chat
+    screen a log line goes through prompt_toolkit and not across the prompt."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     handlers: list[logging.Handler] = []
@@ -262,7 +271,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
         level = min(level, logging.INFO)
     else:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers.append(_StderrHandler())
     logging.basicConfig(
         level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
