@@ -31,6 +31,7 @@ from p2pchat.identity import Identity, TrustStore
 from p2pchat.outbox import Outbox
 from p2pchat.output import LineOutput
 from p2pchat.session import (
+    Disconnected,
     Event,
     Participant,
 )
@@ -210,6 +211,15 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
     )
     stop = asyncio.Event()
     _install_stop(stop)
+    lost: list[Disconnected] = []
+
+    def own_link(event: Event) -> None:
+        # the host's own participant lost its relay: nothing left to host for
+        if isinstance(event, Disconnected):
+            lost.append(event)
+            stop.set()
+
+    events.sinks.append(own_link)
     own = "127.0.0.1" if bind == ["0.0.0.0"] else served[0][0]  # noqa: S104
     await participant.async_connect(own, port, 5.0)
     advertiser = Advertiser(
@@ -245,6 +255,9 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
         await files.async_close()
         await advertiser.async_close()
         await relay.async_close()
+    if lost:
+        out.error(f"the host's own participant lost its relay: {lost[0].reason}")
+        return EXIT_FAILURE
     out.status("host stopped")
     return 0
 
