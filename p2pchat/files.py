@@ -442,25 +442,7 @@ class FileTransfers:
         self, out: _Out, now: float, *, force: bool = False, paused: bool = False
     ) -> None:
         m = out.machine
-        meter = out.meter
-        if meter is None:
-            return
-        meter.add(now, m.acked)
-        if meter.due(now, force=force or paused):
-            self._emit(
-                FileProgress(
-                    out.peer,
-                    m.transfer_id,
-                    m.name,
-                    False,
-                    m.acked,
-                    m.size,
-                    m.start,
-                    meter.rate,
-                    meter.eta(m.size),
-                    paused,
-                )
-            )
+        self._progress(out.peer, out.meter, m, False, m.acked, now, force or paused, paused)
 
     def _ensure_pump(self) -> None:
         if self._pump_task is None and not self._closed:
@@ -730,18 +712,31 @@ class FileTransfers:
         self, inc: _In, now: float, *, force: bool = False, paused: bool = False
     ) -> None:
         m = inc.machine
-        meter = inc.meter
+        self._progress(inc.peer, inc.meter, m, True, m.received, now, force or paused, paused)
+
+    def _progress(
+        self,
+        peer: PeerInfo,
+        meter: Meter | None,
+        m: Outgoing | Incoming,
+        incoming: bool,
+        done: int,
+        now: float,
+        force: bool,
+        paused: bool,
+    ) -> None:
+        """Feed the rate meter; emit a FileProgress when it is due (one place for both ways)."""
         if meter is None:
             return
-        meter.add(now, m.received)
-        if meter.due(now, force=force or paused):
+        meter.add(now, done)
+        if meter.due(now, force=force):
             self._emit(
                 FileProgress(
-                    inc.peer,
+                    peer,
                     m.transfer_id,
                     m.name,
-                    True,
-                    m.received,
+                    incoming,
+                    done,
                     m.size,
                     m.start,
                     meter.rate,
