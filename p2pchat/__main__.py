@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from p2pchat.cli import main
+from p2pchat.faces.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

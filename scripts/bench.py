@@ -7,7 +7,7 @@ Everything runs on 127.0.0.1: every ``p2pchat`` process gets ``--interface
 127.0.0.1`` and its own ``--home`` in a temporary directory, and every
 identity key is created (``p2pchat id --home H``) before any timing starts.
 The product paths are driven by load-generator processes (this file, run as
-``--worker ROLE``) that use :class:`p2pchat.session.Participant` against a
+``--worker ROLE``) that use :class:`p2pchat.room.participant.Participant` against a
 real relay process; the file transfer is timed with the real commands
 (``p2pchat host``, ``join --accept-files``, ``send``). The baselines are raw
 asyncio processes of the same shape (sender -> forwarder -> receiver,
@@ -411,9 +411,9 @@ async def w_echo(args: dict[str, Any], cmds: Commands) -> None:
 
 
 async def w_relay(args: dict[str, Any], cmds: Commands) -> None:
-    """A relay-only process: p2pchat.relay.Relay on 127.0.0.1, with the default
+    """A relay-only process: p2pchat.net.relay.Relay on 127.0.0.1, with the default
     RelayLimits unless ``limits`` overrides some."""
-    from p2pchat.relay import Relay, RelayLimits
+    from p2pchat.net.relay import Relay, RelayLimits
 
     relay = Relay(RelayLimits(**args.get("limits", {})))
     (_, port), *_ = await relay.async_start([LOOPBACK], 0)
@@ -425,9 +425,9 @@ async def w_relay(args: dict[str, Any], cmds: Commands) -> None:
 def _participant(home: str, name: str, on_event: Callable[[Any], None]) -> Any:
     """A Participant as ``p2pchat join`` builds one: this home's identity, pins
     and persisted (encrypted) outbox."""
-    from p2pchat.identity import TrustStore, load_identity, load_storage_key
-    from p2pchat.outbox import Outbox
-    from p2pchat.session import Participant
+    from p2pchat.room.participant import Participant
+    from p2pchat.store.identity import TrustStore, load_identity, load_storage_key
+    from p2pchat.store.outbox import Outbox
 
     path = Path(home)
     outbox = Outbox(path / "outbox-bench.bin", load_storage_key(path))
@@ -442,7 +442,7 @@ def _settled(p: Any) -> bool:
 
 async def w_p_recv(args: dict[str, Any], cmds: Commands) -> None:
     """Receivers: one Participant per home, all in this process."""
-    from p2pchat.session import MessageReceived
+    from p2pchat.room.participant import MessageReceived
 
     state: dict[str, Any] = {"count": 0, "lat": []}
 
@@ -473,7 +473,7 @@ async def w_p_recv(args: dict[str, Any], cmds: Commands) -> None:
 async def w_p_send(args: dict[str, Any], cmds: Commands) -> None:
     """The sender: one Participant; waits for a session with ``peers`` peers,
     then runs the latency or throughput mode."""
-    from p2pchat.session import Delivered
+    from p2pchat.room.participant import Delivered
 
     acked = [0]
     sent_at: dict[bytes, int] = {}
@@ -544,9 +544,9 @@ async def w_hs_load(args: dict[str, Any], cmds: Commands) -> None:
     from cryptography.hazmat.primitives.asymmetric import x25519
     from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-    from p2pchat.identity import load_identity
     from p2pchat.proto.oaep import OAEP_PADDING
-    from p2pchat.session import SessionReady
+    from p2pchat.room.participant import SessionReady
+    from p2pchat.store.identity import load_identity
 
     # 1. one loopback round trip between two asyncio processes (64 bytes)
     reader, writer = await asyncio.open_connection(LOOPBACK, args["echo_port"])
@@ -655,8 +655,8 @@ async def w_idle(args: dict[str, Any], cmds: Commands) -> None:
     ``register``, each sends a hello and waits for the relay's welcome; then
     it only reads (and discards) what the relay sends."""
     from p2pchat.config import SUPPORTED_VERSIONS
-    from p2pchat.identity import load_identity
     from p2pchat.proto.messages import Hello, encode
+    from p2pchat.store.identity import load_identity
 
     loop = asyncio.get_running_loop()
     der = load_identity(Path(args["home"])).public_der if args["register"] else b""
@@ -698,7 +698,7 @@ async def w_browse(args: dict[str, Any], cmds: Commands) -> None:
     from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
     from p2pchat.config import SERVICE_TYPE
-    from p2pchat.discovery import async_browse, interface_choice, resolve_interfaces
+    from p2pchat.net.discovery import async_browse, interface_choice, resolve_interfaces
 
     name = args["name"]
     browse, browse_return, direct = [], [], []

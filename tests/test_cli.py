@@ -419,7 +419,7 @@ def test_over_long_line_does_not_break_the_session(procs: ProcPool) -> None:
 
 
 def test_progress_bar_shape() -> None:
-    from p2pchat.output import progress_bar
+    from p2pchat.faces.lines import progress_bar
 
     assert progress_bar(0, 200) == "[" + "-" * 20 + "]"
     assert progress_bar(100, 200) == "[" + "#" * 10 + "-" * 10 + "]"

@@ -1,4 +1,4 @@
-"""Tests for p2pchat.discovery: TXT records, interfaces, advertising and browsing.
+"""Tests for p2pchat.net.discovery: TXT records, interfaces, advertising and browsing.
 
 Every zeroconf instance here is bound to 127.0.0.1 (the ``_loopback_only``
 fixture enforces it), so no mDNS packet leaves the machine. Instance names
@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from zeroconf import InterfaceChoice, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from p2pchat import discovery
 from p2pchat.config import MAX_NAME_BYTES, PROTOCOL_VERSION, SERVICE_TYPE
-from p2pchat.discovery import (
+from p2pchat.errors import ConfigError
+from p2pchat.net import discovery
+from p2pchat.net.discovery import (
     Advertiser,
     HostInfo,
     async_browse,
@@ -31,7 +32,6 @@ from p2pchat.discovery import (
     parse_txt,
     resolve_interfaces,
 )
-from p2pchat.errors import ConfigError
 
 LO = ["127.0.0.1"]
 

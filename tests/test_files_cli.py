@@ -134,8 +134,8 @@ def test_sender_killed_halfway_then_run_again_resumes(tmp_path: Path, procs: Pro
 
 def _key(carol: Proc) -> str:
     """The 12-hex key in the receiver's working file names (from the offer's id)."""
-    from p2pchat.filestore import part_key
     from p2pchat.proto.keys import parse_fingerprint
+    from p2pchat.store.filestore import part_key
 
     offer = carol.json_events("file-offer")[0]
     return part_key(bytes.fromhex(offer["id"]), parse_fingerprint(offer["fingerprint"]))

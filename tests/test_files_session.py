@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from p2pchat.files import FileTransfers, Policy
-from p2pchat.identity import Identity, TrustStore
-from p2pchat.relay import Relay, RelayLimits
-from p2pchat.session import (
+from p2pchat.net.relay import Relay, RelayLimits
+from p2pchat.proto.transfer import Phase
+from p2pchat.room.participant import (
     Event,
     FileCompleted,
     FileFailed,
@@ -29,7 +28,8 @@ from p2pchat.session import (
     PeerInfo,
     SessionReady,
 )
-from p2pchat.transfer import Phase
+from p2pchat.room.transfers import FileTransfers, Policy
+from p2pchat.store.identity import Identity, TrustStore
 
 WAIT = 20.0
 #: the relay's rate limit must not be what the test measures

@@ -1,4 +1,4 @@
-"""Tests for p2pchat.identity: the key file, the home directory and the pin store."""
+"""Tests for p2pchat.store.identity: the key file, the home directory and the pin store."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from p2pchat import identity as ident
 from p2pchat.errors import ConfigError, IdentityError, TrustError
-from p2pchat.identity import (
+from p2pchat.proto.keys import fingerprint, format_fingerprint, public_der
+from p2pchat.store import identity as ident
+from p2pchat.store.identity import (
     ENV_HOME,
     ENV_PASSPHRASE,
     Identity,
@@ -27,7 +28,6 @@ from p2pchat.identity import (
     load_identity,
     resolve_home,
 )
-from p2pchat.proto.keys import fingerprint, format_fingerprint, public_der
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -156,7 +156,7 @@ def test_passphrase_from_environment(
 def test_passphrase_for_unencrypted_key_is_ignored(
     home: Path, created: tuple[Path, Identity], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="p2pchat.identity"):
+    with caplog.at_level(logging.WARNING, logger="p2pchat.store.identity"):
         got = load_identity(home, passphrase=b"unused")
     assert got.fingerprint == created[1].fingerprint
     assert "not encrypted" in caplog.text
@@ -188,7 +188,7 @@ def test_loose_permissions_are_tightened(
 ) -> None:
     path = home / "identity.pem"
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="p2pchat.identity"):
+    with caplog.at_level(logging.WARNING, logger="p2pchat.store.identity"):
         got = load_identity(home)
     assert got.fingerprint == created[1].fingerprint
     assert _mode(path) == 0o600
@@ -199,7 +199,7 @@ def test_loose_permissions_are_tightened(
 @posix_only
 def test_private_permissions_do_not_warn(home: Path, caplog: pytest.LogCaptureFixture) -> None:
     (home / "identity.pem").chmod(0o600)
-    with caplog.at_level(logging.WARNING, logger="p2pchat.identity"):
+    with caplog.at_level(logging.WARNING, logger="p2pchat.store.identity"):
         load_identity(home)
     assert caplog.records == []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pchat.outbox import SEEN_PER_PEER, Outbox
+from p2pchat.store.outbox import SEEN_PER_PEER, Outbox
 
 A, B = b"a" * 32, b"b" * 32
 
@@ -110,7 +110,7 @@ async def test_young_messages_reach_the_disk_only_when_they_wait(tmp_path: Path)
 
 
 def test_seen_ids_kept_for_the_most_recent_peers_only() -> None:
-    from p2pchat.outbox import SEEN_PEERS
+    from p2pchat.store.outbox import SEEN_PEERS
 
     box = Outbox()
     peers = [i.to_bytes(32, "big") for i in range(SEEN_PEERS + 5)]

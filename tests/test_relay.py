@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from p2pchat.net.relay import Relay, RelayLimits
 from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.keys import public_der
 from p2pchat.proto.messages import (
@@ -29,7 +30,6 @@ from p2pchat.proto.messages import (
     encode,
     parse_body,
 )
-from p2pchat.relay import Relay, RelayLimits
 
 WAIT = 5.0
 

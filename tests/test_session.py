@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from p2pchat.identity import Identity, TrustStore
-from p2pchat.relay import Relay
-from p2pchat.session import (
+from p2pchat.net.relay import Relay
+from p2pchat.room.participant import (
     Delivered,
     Event,
     MessageReceived,
@@ -20,6 +19,7 @@ from p2pchat.session import (
     PeerRefused,
     SessionReady,
 )
+from p2pchat.store.identity import Identity, TrustStore
 
 WAIT = 10.0
 

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pchat.errors import MalformedFrameError, TransferError
-from p2pchat.filestore import HashMismatchError, Part, Source, part_key
 from p2pchat.proto.app import (
     MAX_CHUNK,
     MAX_FILE_SIZE,
@@ -32,7 +31,7 @@ from p2pchat.proto.app import (
     file_id,
     parse_app,
 )
-from p2pchat.transfer import (
+from p2pchat.proto.transfer import (
     CHECKPOINT_BYTES,
     CHUNK_SIZE,
     TRANSITIONS,
@@ -47,6 +46,7 @@ from p2pchat.transfer import (
     offer_name,
     safe_filename,
 )
+from p2pchat.store.filestore import HashMismatchError, Part, Source, part_key
 
 # ---------------------------------------------------------------- names
 

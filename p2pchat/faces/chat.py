@@ -27,17 +27,17 @@ from p2pchat.errors import (
     P2PChatError,
     TrustError,
 )
-from p2pchat.identity import Identity, TrustStore
-from p2pchat.outbox import Outbox
-from p2pchat.output import LineOutput
-from p2pchat.session import (
+from p2pchat.faces.lines import LineOutput
+from p2pchat.room.participant import (
     Disconnected,
     Event,
     Participant,
 )
+from p2pchat.store.identity import Identity, TrustStore
+from p2pchat.store.outbox import Outbox
 
 if TYPE_CHECKING:
-    from p2pchat.files import FileTransfers
+    from p2pchat.room.transfers import FileTransfers
 
 __all__ = ["EXIT_MISMATCH", "EXIT_NOT_FOUND", "EXIT_UNDELIVERED", "run_host", "run_join"]
 
@@ -121,7 +121,7 @@ class _Events:
 def _file_service(args: argparse.Namespace, events: _Events, *, interactive: bool) -> FileTransfers:
     """Files offered to us: accepted into --accept-files DIR, asked about on the
     chat screen (saved in the downloads directory), else refused."""
-    from p2pchat.files import FileTransfers
+    from p2pchat.room.transfers import FileTransfers
 
     accept = getattr(args, "accept_files", None)
     if accept:
@@ -165,9 +165,9 @@ class _Fixed:
 
 
 async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
-    from p2pchat.discovery import Advertiser, resolve_interfaces
+    from p2pchat.net.discovery import Advertiser, resolve_interfaces
+    from p2pchat.net.relay import Relay, RelayLimits
     from p2pchat.proto.messages import check_name
-    from p2pchat.relay import Relay, RelayLimits
 
     name = check_name(args.name, ConfigError)
     out = LineOutput(json_mode=args.json)
@@ -196,7 +196,7 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
         # IPv6 too where the machine has it (discovery advertises its addresses)
         with contextlib.suppress(OSError):
             await relay.async_start(["::"], port)
-    from p2pchat.identity import load_storage_key, resolve_home
+    from p2pchat.store.identity import load_storage_key, resolve_home
 
     home = resolve_home(args.home)
     outbox = Outbox(home / "outbox-host.bin", load_storage_key(home))
@@ -245,7 +245,7 @@ async def run_host(args: argparse.Namespace, identity: Identity, trust: TrustSto
                 fingerprint=identity.fingerprint_text,
             )
         if _interactive(args):
-            from p2pchat.ui import run_interactive
+            from p2pchat.faces.tui import run_interactive
 
             await run_interactive(_Fixed(participant, files), events, stop, joiner=False)
         else:
@@ -298,7 +298,7 @@ async def _discover(
 ) -> tuple[list[tuple[str, int]], bytes | None, str]:
     """Find the host: a list of (address, port) to try, the fingerprint its TXT
     record claims, and its name."""
-    from p2pchat.discovery import HostInfo, async_browse, resolve_interfaces
+    from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
     from p2pchat.proto.keys import format_fingerprint
 
     interfaces = resolve_interfaces(args.interface or [])
@@ -452,7 +452,7 @@ class _Link:
         pinned fingerprint is advertised (the port may have changed)."""
         if self.args.connect:
             return [_parse_connect(self.args.connect)]
-        from p2pchat.discovery import async_browse, resolve_interfaces
+        from p2pchat.net.discovery import async_browse, resolve_interfaces
 
         fp = self.host_fp
         hosts = await async_browse(
@@ -487,8 +487,8 @@ def _host_failure(participant: Participant) -> P2PChatError | None:
 
 
 async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
-    from p2pchat.identity import load_storage_key, resolve_home
     from p2pchat.proto.messages import check_name
+    from p2pchat.store.identity import load_storage_key, resolve_home
 
     name = check_name(args.name, ConfigError)
     out = LineOutput(json_mode=args.json)
@@ -510,7 +510,7 @@ async def run_join(args: argparse.Namespace, identity: Identity, trust: TrustSto
             return exc.exit_code
         keeper = asyncio.ensure_future(link.keep_up(stop))
         if _interactive(args):
-            from p2pchat.ui import run_interactive
+            from p2pchat.faces.tui import run_interactive
 
             await run_interactive(link, events, stop, joiner=True)
             # the host closing the chat ends it normally; a refused key does not

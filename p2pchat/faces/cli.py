@@ -281,11 +281,11 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from p2pchat.identity import TrustStore, load_identity, resolve_home
+    from p2pchat.store.identity import TrustStore, load_identity, resolve_home
 
     home = resolve_home(args.home)
     if args.command == "trust":
-        from p2pchat.trustcmd import run_trust
+        from p2pchat.faces.trustcmd import run_trust
 
         return run_trust(args, TrustStore.open(home))
     identity = load_identity(home)
@@ -293,16 +293,16 @@ def _run_command(args: argparse.Namespace) -> int:
         print(identity.fingerprint_text)
         return 0
     if args.command == "discover":
-        from p2pchat.trustcmd import run_discover
+        from p2pchat.faces.trustcmd import run_discover
 
         return asyncio.run(run_discover(args))
-    from p2pchat import chat
+    from p2pchat.faces import chat
 
     if getattr(args, "name", None) is None:
         args.name = _default_name()
     trust = TrustStore.open(home)
     if args.command == "send":
-        from p2pchat.sendfile import run_send
+        from p2pchat.faces.send import run_send
 
         return asyncio.run(run_send(args, identity, trust))
     runner = chat.run_host if args.command == "host" else chat.run_join

@@ -17,7 +17,8 @@ import unicodedata
 from typing import Any, TextIO
 
 from p2pchat.proto.keys import format_fingerprint
-from p2pchat.session import (
+from p2pchat.proto.transfer import format_duration, format_size
+from p2pchat.room.participant import (
     Delivered,
     Disconnected,
     Event,
@@ -33,7 +34,6 @@ from p2pchat.session import (
     PeerRefused,
     SessionReady,
 )
-from p2pchat.transfer import format_duration, format_size
 
 __all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning", "sanitize"]
 

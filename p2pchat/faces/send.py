@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from p2pchat.chat import (
+from p2pchat.errors import ConfigError, DiscoveryError, P2PChatError, TransferError
+from p2pchat.faces.chat import (
     EXIT_UNDELIVERED,
     _Events,
     _find_host,
@@ -29,19 +30,18 @@ from p2pchat.chat import (
     _Link,
     _TrustFailure,
 )
-from p2pchat.errors import ConfigError, DiscoveryError, P2PChatError, TransferError
-from p2pchat.files import FileTransfers, Prepared
-from p2pchat.identity import Identity, TrustStore
-from p2pchat.outbox import Outbox
-from p2pchat.output import LineOutput, describe_file_event, file_json
+from p2pchat.faces.lines import LineOutput, describe_file_event, file_json
 from p2pchat.proto.app import file_id
-from p2pchat.session import (
+from p2pchat.room.participant import (
     Event,
     FileCompleted,
     FileFailed,
     MessageReceived,
     PeerInfo,
 )
+from p2pchat.room.transfers import FileTransfers, Prepared
+from p2pchat.store.identity import Identity, TrustStore
+from p2pchat.store.outbox import Outbox
 
 __all__ = ["run_send"]
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.errors import P2PChatError
-from p2pchat.output import describe_file_event, mismatch_warning, sanitize
+from p2pchat.faces.lines import describe_file_event, mismatch_warning, sanitize
 from p2pchat.proto.keys import format_fingerprint
-from p2pchat.session import (
+from p2pchat.proto.transfer import format_size
+from p2pchat.room.participant import (
     Delivered,
     Disconnected,
     Event,
@@ -33,10 +34,9 @@ from p2pchat.session import (
     PeerRefused,
     SessionReady,
 )
-from p2pchat.transfer import format_size
 
 if TYPE_CHECKING:
-    from p2pchat.files import FileTransfers
+    from p2pchat.room.transfers import FileTransfers
 
 __all__ = ["HELP", "run_interactive"]
 

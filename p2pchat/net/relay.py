@@ -39,7 +39,7 @@ from p2pchat.proto.messages import (
 
 __all__ = ["Relay", "RelayLimits", "Roster"]
 
-log = logging.getLogger("p2pchat.relay")
+log = logging.getLogger("p2pchat.net.relay")
 
 
 @dataclass(frozen=True, slots=True)

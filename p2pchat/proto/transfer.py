@@ -1,9 +1,9 @@
 """File transfers without I/O: safe names, both sides' state machines, progress.
 
 Nothing here touches the disk, a socket or the clock (``now`` is passed in).
-:mod:`p2pchat.files` is the asyncio service that feeds these machines the
+:mod:`p2pchat.room.transfers` is the asyncio service that feeds these machines the
 messages of :mod:`p2pchat.proto.app` and asks them what to send;
-:mod:`p2pchat.filestore` holds the bytes. The machines' phases and their
+:mod:`p2pchat.store.filestore` holds the bytes. The machines' phases and their
 legal moves are in one table, :data:`TRANSITIONS`; a move it does not list
 raises :class:`~p2pchat.errors.TransferError` naming the event and the phase.
 """

@@ -38,8 +38,6 @@ from p2pchat.errors import (
     RemoteProtocolError,
     TrustError,
 )
-from p2pchat.identity import Identity, TrustStore, Verdict
-from p2pchat.outbox import Outbox
 from p2pchat.proto.app import (
     MAX_ACK_IDS,
     Ack,
@@ -79,6 +77,8 @@ from p2pchat.proto.messages import (
     send_head,
 )
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
+from p2pchat.store.identity import Identity, TrustStore, Verdict
+from p2pchat.store.outbox import Outbox
 
 __all__ = [
     "BULK_WRITE_HIGH",
@@ -100,7 +100,7 @@ __all__ = [
     "SessionReady",
 ]
 
-log = logging.getLogger("p2pchat.session")
+log = logging.getLogger("p2pchat.room.participant")
 
 #: The connection's write buffer above which bulk data (file chunks) waits;
 #: chat never waits, so it only ever queues behind this much.
@@ -248,7 +248,8 @@ Event = (
 
 
 class FileHandler(Protocol):
-    """What a participant tells the file-transfer service (:class:`p2pchat.files.FileTransfers`)."""
+    """What a participant tells the file-transfer service
+    (:class:`p2pchat.room.transfers.FileTransfers`)."""
 
     def session_ready(self, participant: Participant, peer: PeerInfo) -> None:
         """A session with ``peer`` is up (unfinished transfers to it are offered again)."""

@@ -2,7 +2,7 @@
 
 :class:`FileTransfers` sits between the participant (which hands it every
 file message and tells it when sessions come and go), the pure transfer logic
-(:mod:`p2pchat.transfer`) and the disk (:mod:`p2pchat.filestore`, always in a
+(:mod:`p2pchat.proto.transfer`) and the disk (:mod:`p2pchat.store.filestore`, always in a
 worker thread). It outlives the participants of a joiner, which are replaced
 on every reconnect: transfers are keyed by the peer's fingerprint and the
 transfer id, so one interrupted by a drop continues on the next session with
@@ -11,7 +11,7 @@ that peer, from the offset the receiver reports.
 Flow control, so that a transfer never crowds out chat or fills the relay:
 one pump task sends chunks, round robin over the running transfers, each
 limited to a window of unacknowledged chunks (and the connection to
-:data:`~p2pchat.transfer.MAX_IN_FLIGHT` bytes in all), and only while the
+:data:`~p2pchat.proto.transfer.MAX_IN_FLIGHT` bytes in all), and only while the
 connection's write buffer is below a small threshold
 (:meth:`Participant.async_writable`). Chat is written at once, so it queues
 behind at most that much.
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 from p2pchat.errors import TransferError
-from p2pchat.filestore import HashMismatchError, NoSpaceError, Part, Source
 from p2pchat.proto.app import (
     FileAccept,
     FileAck,
@@ -40,7 +39,8 @@ from p2pchat.proto.app import (
     FileOffer,
     FileRefuse,
 )
-from p2pchat.session import (
+from p2pchat.proto.transfer import MAX_IN_FLIGHT, Incoming, Meter, Outgoing, Phase, offer_name
+from p2pchat.room.participant import (
     Event,
     FileCompleted,
     FileFailed,
@@ -49,11 +49,11 @@ from p2pchat.session import (
     Participant,
     PeerInfo,
 )
-from p2pchat.transfer import MAX_IN_FLIGHT, Incoming, Meter, Outgoing, Phase, offer_name
+from p2pchat.store.filestore import HashMismatchError, NoSpaceError, Part, Source
 
 __all__ = ["FileTransfers", "Policy", "Prepared", "Transfer"]
 
-log = logging.getLogger("p2pchat.files")
+log = logging.getLogger("p2pchat.room.transfers")
 
 #: What to do with an offer: accept it into the directory, ask the user, or refuse it.
 Policy = Literal["auto", "ask", "refuse"]

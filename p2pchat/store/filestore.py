@@ -7,7 +7,7 @@
   (JSON) the resume point: the offer it belongs to, an offset and the SHA-256
   of the .part's first ``offset`` bytes. ``KEY`` is derived from the transfer
   id and the sender's fingerprint. The resume point is written every
-  :data:`~p2pchat.transfer.CHECKPOINT_BYTES` (after syncing the .part) and
+  :data:`~p2pchat.proto.transfer.CHECKPOINT_BYTES` (after syncing the .part) and
   whenever the transfer pauses. On resume the prefix is read again and
   hashed: it rebuilds the running hash (Python's hashlib cannot save one) and
   proves the prefix is what was written; if it is not, the transfer starts
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from p2pchat.errors import TransferError
-from p2pchat.identity import write_private
-from p2pchat.transfer import CHECKPOINT_BYTES, format_size, numbered
+from p2pchat.proto.transfer import CHECKPOINT_BYTES, format_size, numbered
+from p2pchat.store.identity import write_private
 
 __all__ = ["HashMismatchError", "NoSpaceError", "Part", "Source", "part_key"]
 
@@ -139,7 +139,7 @@ class Part:
         sha256: bytes,
     ) -> None:
         """Open (or resume) the working files for this transfer. ``name`` is
-        already safe (:func:`~p2pchat.transfer.safe_filename`). Raises
+        already safe (:func:`~p2pchat.proto.transfer.safe_filename`). Raises
         TransferError if the directory cannot take it."""
         self.directory = directory
         self.name = name

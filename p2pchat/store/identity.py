@@ -74,7 +74,7 @@ STORAGE_KEY_FILE = "storage.key"
 _STORE_VERSION = 1
 _POSIX = os.name == "posix"
 
-log = logging.getLogger("p2pchat.identity")
+log = logging.getLogger("p2pchat.store.identity")
 
 
 # --- files -------------------------------------------------------------------

@@ -27,11 +27,11 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pchat.identity import write_private
+from p2pchat.store.identity import write_private
 
 __all__ = ["OutMessage", "Outbox"]
 
-log = logging.getLogger("p2pchat.outbox")
+log = logging.getLogger("p2pchat.store.outbox")
 
 MAGIC: Final = b"P2PO1"
 AAD: Final = b"p2pchat outbox v1"
