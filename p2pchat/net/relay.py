@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from p2pchat.config import MAX_FRAME, MAX_FRAME_UNREGISTERED, SUPPORTED_VERSIONS
 from p2pchat.errors import P2PChatError, RemoteProtocolError
+from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.keys import load_peer_key
 from p2pchat.proto.messages import (
@@ -109,8 +110,7 @@ class _Conn(asyncio.Protocol):
         self.closing = False
         self.last_rx = time.monotonic()
         self.pinged = False
-        self.tokens = relay.limits.rate_burst
-        self.tokens_at = self.last_rx
+        self.bucket = TokenBucket(relay.limits.rate_bytes, relay.limits.rate_burst, self.last_rx)
         self.paused = False
 
     # -- asyncio.Protocol
@@ -254,18 +254,11 @@ class Relay:
 
     def _meter(self, conn: _Conn, size: int, now: float) -> None:
         """Token bucket per connection; over the rate, pause reading it."""
-        limits = self.limits
-        conn.tokens = min(
-            limits.rate_burst, conn.tokens + (now - conn.tokens_at) * limits.rate_bytes
-        )
-        conn.tokens_at = now
-        conn.tokens -= size
-        if conn.tokens < 0 and not conn.paused and conn.transport is not None:
+        wait = conn.bucket.charge(now, size)
+        if wait > 0 and not conn.paused and conn.transport is not None:
             conn.paused = True
             conn.transport.pause_reading()
-            asyncio.get_running_loop().call_later(
-                -conn.tokens / limits.rate_bytes, self._resume, conn
-            )
+            asyncio.get_running_loop().call_later(wait, self._resume, conn)
 
     @staticmethod
     def _resume(conn: _Conn) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -55,6 +54,7 @@ from p2pchat.proto.app import (
     encode_app,
     parse_app,
 )
+from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role, State
 from p2pchat.proto.keys import fingerprint, format_fingerprint
@@ -77,28 +77,24 @@ from p2pchat.proto.messages import (
     send_head,
 )
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
+from p2pchat.room.bus import EventBus
+from p2pchat.room.events import (
+    Delivered,
+    Disconnected,
+    Event,
+    MessageReceived,
+    PeerInfo,
+    PeerJoined,
+    PeerLeft,
+    PeerRefused,
+    RefusalKind,
+    SessionReady,
+    Trust,
+)
 from p2pchat.store.identity import Identity, TrustStore, Verdict
 from p2pchat.store.outbox import Outbox
 
-__all__ = [
-    "BULK_WRITE_HIGH",
-    "Delivered",
-    "Disconnected",
-    "Event",
-    "FileCompleted",
-    "FileEvent",
-    "FileFailed",
-    "FileHandler",
-    "FileOffered",
-    "FileProgress",
-    "MessageReceived",
-    "Participant",
-    "PeerInfo",
-    "PeerJoined",
-    "PeerLeft",
-    "PeerRefused",
-    "SessionReady",
-]
+__all__ = ["BULK_WRITE_HIGH", "FileHandler", "Participant"]
 
 log = logging.getLogger("p2pchat.room.participant")
 
@@ -106,145 +102,6 @@ log = logging.getLogger("p2pchat.room.participant")
 #: chat never waits, so it only ever queues behind this much.
 BULK_WRITE_HIGH = 64 * 1024
 _FILE_MESSAGES = (FileOffer, FileAccept, FileData, FileAck, FileDone, FileRefuse, FileCancel)
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    peer_id: int
-    name: str
-    fingerprint: bytes
-
-    @property
-    def fingerprint_text(self) -> str:
-        return format_fingerprint(self.fingerprint)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerJoined:
-    peer: PeerInfo
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    peer: PeerInfo
-    sas: str
-    trust: str  #: "new" (pinned now), "known" or "verified"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRefused:
-    peer: PeerInfo
-    reason: str
-    mismatch: bool  #: a pinned name presented another key
-    pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
-    #: "mismatch", "unknown-peer" (--require-known) or "protocol" (anything else)
-    kind: str = "protocol"
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    peer: PeerInfo
-    msg_id: bytes
-    text: str
-    direct: bool = False  #: sent to us alone (/msg), not to the room
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    msg_id: bytes
-    peer: PeerInfo
-    complete: bool  #: every intended recipient has it now
-    delivered: int = 1  #: recipients that have it ...
-    total: int = 1  #: ... of this many
-
-
-@dataclass(frozen=True, slots=True)
-class PeerLeft:
-    peer: PeerInfo
-    clean: bool  #: said goodbye in an authenticated close
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    reason: str
-    clean: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FileOffered:
-    """A file offered to us (``incoming``), or offered by us for the first time."""
-
-    peer: PeerInfo
-    transfer_id: bytes
-    name: str  #: incoming: the safe name it will be stored under; outgoing: as offered
-    size: int
-    sha256: bytes
-    incoming: bool
-    pending: bool = False  #: waiting for /accept or /reject
-
-
-@dataclass(frozen=True, slots=True)
-class FileProgress:
-    """How far a transfer is (at most every PROGRESS_INTERVAL seconds, and when it
-    starts, resumes or pauses)."""
-
-    peer: PeerInfo
-    transfer_id: bytes
-    name: str
-    incoming: bool
-    done: int  #: bytes the receiver has written
-    size: int
-    start: int  #: where this run began: above 0 when resumed
-    rate: float  #: bytes per second lately
-    eta: float | None  #: seconds left, None while unknown
-    paused: bool = False  #: the session with the peer ended; it resumes on the next
-
-
-@dataclass(frozen=True, slots=True)
-class FileCompleted:
-    """A transfer is complete: the receiver verified the SHA-256 and stored the file."""
-
-    peer: PeerInfo
-    transfer_id: bytes
-    name: str
-    incoming: bool
-    size: int
-    sha256: bytes
-    path: str  #: incoming: where it was stored; outgoing: the file sent
-    start: int  #: where the last run began (above 0 if it was resumed)
-    seconds: float  #: duration of the last run
-    rate: float  #: average bytes per second of the last run
-
-
-@dataclass(frozen=True, slots=True)
-class FileFailed:
-    """A transfer is over without the file: refused, cancelled, or broken."""
-
-    peer: PeerInfo
-    transfer_id: bytes
-    name: str
-    incoming: bool
-    reason: str
-    by_peer: bool  #: the peer refused or cancelled it (else it failed here)
-
-
-FileEvent = FileOffered | FileProgress | FileCompleted | FileFailed
-Event = (
-    PeerJoined
-    | SessionReady
-    | PeerRefused
-    | MessageReceived
-    | Delivered
-    | PeerLeft
-    | Disconnected
-    | FileOffered
-    | FileProgress
-    | FileCompleted
-    | FileFailed
-)
 
 
 class FileHandler(Protocol):
@@ -270,22 +127,6 @@ _PRIVATE_KEY_STEPS: Final = frozenset((State.I1_SENT_M1, State.R1_SENT_M2))
 
 
 # ---------------------------------------------------------------- per peer
-
-
-class TokenBucket:
-    """``rate`` events per second on average, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = burst, time.monotonic()
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 @dataclass
@@ -314,7 +155,7 @@ class Participant:
         identity: Identity,
         name: str,
         trust: TrustStore,
-        on_event: Callable[[Event], None],
+        bus: EventBus[Event],
         *,
         require_known: bool = False,
         expected_host: bytes | None = None,
@@ -328,7 +169,8 @@ class Participant:
         self.trust = trust
         self.require_known = require_known
         self.expected_host = expected_host
-        self._emit = on_event
+        self.bus = bus
+        self._emit = bus.publish
         self._peers: dict[int, _Peer] = {}
         self.outbox = outbox if outbox is not None else Outbox()
         self.outbox.on_saved = self._flush_acks
@@ -341,7 +183,6 @@ class Participant:
         # the 4 KiB pre-registration cap is the relay's; a welcome may list many peers
         self._decoder = FrameDecoder(MAX_FRAME, parse_body)
         self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
         self._closing = False
         self.my_id: int | None = None
         self.host_id: int | None = None
@@ -350,7 +191,7 @@ class Participant:
         self._host_was_proven = False
         #: the host ended the chat on purpose (authenticated close), not a drop
         self.host_said_goodbye = False
-        self._handshake_budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST)
+        self._handshake_budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST, time.monotonic())
         self.files = files
 
     # ------------------------------------------------------------ connect
@@ -467,7 +308,7 @@ class Participant:
         for peer in self._peers.values():
             if peer.ready and peer.info.fingerprint in recipients:
                 self._send_app(peer, msg)
-        self._changed.set()
+        self.bus.notify()
         return msg.msg_id
 
     def undelivered(self) -> dict[bytes, list[str]]:
@@ -483,20 +324,6 @@ class Participant:
     def _pinned_name(self, fp: bytes) -> str:
         pin = self.trust.get(fp)
         return pin.name if pin is not None else format_fingerprint(fp)[:14]
-
-    async def async_wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Wait until ``predicate()`` holds (re-checked after every event); False on timeout."""
-
-        async def waiter() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(waiter(), timeout)
-        except TimeoutError:
-            return predicate()
-        return True
 
     async def async_close(self) -> None:
         """Say goodbye to every peer (authenticated close) and to the relay, then close."""
@@ -565,7 +392,7 @@ class Participant:
                 hs.check_deadline(time.monotonic())
             except HandshakeError as exc:
                 self._refuse(peer, str(exc), mismatch=False)
-                self._changed.set()
+                self.bus.notify()
 
     def _start_initiator(self, peer: _Peer) -> None:
         if peer.info.peer_id != self.host_id and not self.host_proven:
@@ -606,7 +433,7 @@ class Participant:
                 self._writer.close()
             if not self._closing:
                 self._mark_disconnected(reason, clean)
-            self._changed.set()
+            self.bus.notify()
 
     def _mark_disconnected(self, reason: str, clean: bool) -> None:
         if self.disconnected is not None:
@@ -640,10 +467,10 @@ class Participant:
                         self._mark_disconnected(
                             f"no sign of life from the host for {self._dead_after:g} s", False
                         )
-                        self._changed.set()
+                        self.bus.notify()
                         return
                     self._peer_gone(peer, clean=False)
-                    self._changed.set()
+                    self.bus.notify()
                 elif now - max(peer.last_heard, peer.last_sent) >= self._keepalive:
                     self._send_app(peer, KeepAlive(reply=True))
 
@@ -671,7 +498,7 @@ class Participant:
             pass
         else:
             raise RemoteProtocolError(f"unexpected {type(frame).__name__} from the relay")
-        self._changed.set()
+        self.bus.notify()
 
     async def _on_payload(self, peer: _Peer, payload: bytes) -> None:
         if not payload:
@@ -772,11 +599,18 @@ class Participant:
             return
         if verdict is Verdict.NEW and self.require_known:
             self._refuse(
-                peer, "not a known peer (--require-known)", mismatch=False, kind="unknown-peer"
+                peer,
+                "not a known peer (--require-known)",
+                mismatch=False,
+                kind=RefusalKind.UNKNOWN_PEER,
             )
             return
         pin = self.trust.pin(info.name, info.fingerprint)
-        trust = "new" if verdict is Verdict.NEW else ("verified" if pin.verified else "known")
+        trust = (
+            Trust.NEW
+            if verdict is Verdict.NEW
+            else (Trust.VERIFIED if pin.verified else Trust.KNOWN)
+        )
         peer.result = result
         peer.last_heard = peer.last_sent = time.monotonic()
         self._emit(SessionReady(info, result.sas, trust))
@@ -857,10 +691,12 @@ class Participant:
         if not peer.refused:
             self._emit(PeerLeft(peer.info, clean))
 
-    def _refuse(self, peer: _Peer, reason: str, *, mismatch: bool, kind: str | None = None) -> None:
+    def _refuse(
+        self, peer: _Peer, reason: str, *, mismatch: bool, kind: RefusalKind | None = None
+    ) -> None:
         if peer.refused:
             return
-        kind = kind or ("mismatch" if mismatch else "protocol")
+        kind = kind or (RefusalKind.MISMATCH if mismatch else RefusalKind.PROTOCOL)
         log.warning("participant: refusing peer %d: %s", peer.info.peer_id, reason)
         self._files_lost(peer)
         if peer.result is not None and not peer.gone:
@@ -869,7 +705,7 @@ class Participant:
                 self._write(encode_send(peer.info.peer_id, peer.result.sender.seal_close()))
         peer.refused = True
         peer.hs = None
-        if kind != "protocol":
+        if kind.trust:
             # never the participant we meant: stop waiting for its acks. After a
             # protocol failure (a tampering relay, say) what it has not
             # acknowledged stays pending: it is not delivered, and join says so.

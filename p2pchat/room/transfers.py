@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -39,16 +38,18 @@ from p2pchat.proto.app import (
     FileOffer,
     FileRefuse,
 )
+from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.transfer import MAX_IN_FLIGHT, Incoming, Meter, Outgoing, Phase, offer_name
-from p2pchat.room.participant import (
+from p2pchat.room.bus import EventBus
+from p2pchat.room.events import (
     Event,
     FileCompleted,
     FileFailed,
     FileOffered,
     FileProgress,
-    Participant,
     PeerInfo,
 )
+from p2pchat.room.participant import Participant
 from p2pchat.store.filestore import HashMismatchError, NoSpaceError, Part, Source
 
 __all__ = ["FileTransfers", "Policy", "Prepared", "Transfer"]
@@ -130,26 +131,25 @@ class FileTransfers:
 
     def __init__(
         self,
-        on_event: Callable[[Event], None],
+        bus: EventBus[Event],
         *,
         policy: Policy = "refuse",
         directory: Path | None = None,
         refuse_reason: str = "not accepting files",
         limit_rate: float | None = None,
-        wake: Callable[[], None] | None = None,
     ) -> None:
         """``policy`` decides offers; ``directory`` is where accepted files go
         (for "auto", and the default for :meth:`async_accept`). ``limit_rate``
-        caps what we send, in bytes per second. ``wake`` is called after
-        anything happens (``activity`` counts it)."""
+        caps what we send, in bytes per second. Events go to ``bus``, and every
+        change notifies it (``activity`` counts them)."""
         if policy == "auto" and directory is None:
             raise ValueError("auto-accepting files needs a directory")
-        self._emit = on_event
+        self.bus = bus
+        self._emit = bus.publish
         self.policy = policy
         self.directory = directory
         self.refuse_reason = refuse_reason
         self.limit_rate = limit_rate
-        self._wake = wake
         self.activity = 0  #: goes up whenever a transfer moves
         self._outs: dict[_Key, _Out] = {}
         self._ins: dict[_Key, _In] = {}
@@ -158,8 +158,7 @@ class FileTransfers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump_task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
-        self._tokens = 0.0
-        self._tokens_at = time.monotonic()
+        self._bucket: TokenBucket | None = None
         self._closed = False
 
     # ------------------------------------------------------------ public API
@@ -500,14 +499,12 @@ class FileTransfers:
         if not rate:
             return
         now = time.monotonic()
-        burst = max(rate / 4, float(size))
-        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        if self._tokens < size:
-            await asyncio.sleep((size - self._tokens) / rate)
-            self._tokens = size
-            self._tokens_at = time.monotonic()
-        self._tokens -= size
+        if self._bucket is None:
+            self._bucket = TokenBucket(rate, max(rate / 4, float(size)), now)
+            self._bucket.tokens = 0.0
+        wait = self._bucket.charge(now, size)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     # ------------------------------------------------------------ receiving
 
@@ -760,5 +757,4 @@ class FileTransfers:
 
     def _touch(self) -> None:
         self.activity += 1
-        if self._wake is not None:
-            self._wake()
+        self.bus.notify()

@@ -1,0 +1,244 @@
+"""What happens in a room, as typed, frozen events.
+
+Every face sees the same events: the chat screen draws them, line mode prints
+them, JSON mode prints one object per event (README.md, "JSON mode"), and a
+program reads them from :meth:`p2pchat.Room.events`. None of them carries a
+key or anything secret; text from the network is kept as sent (faces escape
+it with :func:`p2pchat.proto.text.sanitize` when they show it).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from p2pchat.proto.keys import format_fingerprint
+
+__all__ = [
+    "Connected",
+    "Delivered",
+    "Disconnected",
+    "Event",
+    "FileCompleted",
+    "FileEvent",
+    "FileFailed",
+    "FileOffered",
+    "FileProgress",
+    "MessageReceived",
+    "MessageSent",
+    "PeerInfo",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerRefused",
+    "Reconnected",
+    "Reconnecting",
+    "RefusalKind",
+    "RoomEnded",
+    "SessionReady",
+    "Trust",
+]
+
+
+class Trust(enum.StrEnum):
+    """How far a peer's key is trusted when its session comes up."""
+
+    NEW = "new"  #: first contact: pinned now
+    KNOWN = "known"  #: pinned before, not verified
+    VERIFIED = "verified"  #: pinned and compared (SAS or fingerprints)
+
+
+class RefusalKind(enum.StrEnum):
+    """Why a peer was refused."""
+
+    MISMATCH = "mismatch"  #: a pinned name (or an expected host) presented another key
+    UNKNOWN_PEER = "unknown-peer"  #: not pinned, under --require-known
+    PROTOCOL = "protocol"  #: anything else: a broken handshake or record
+
+    @property
+    def trust(self) -> bool:
+        """A refusal for trust (never the peer we meant), not for a protocol failure."""
+        return self is not RefusalKind.PROTOCOL
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    peer_id: int
+    name: str
+    fingerprint: bytes
+
+    @property
+    def fingerprint_text(self) -> str:
+        return format_fingerprint(self.fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    peer: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    peer: PeerInfo
+    sas: str
+    trust: Trust
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRefused:
+    peer: PeerInfo
+    reason: str
+    mismatch: bool  #: a pinned name presented another key
+    pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
+    kind: RefusalKind = RefusalKind.PROTOCOL
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    peer: PeerInfo
+    msg_id: bytes
+    text: str
+    direct: bool = False  #: sent to us alone (/msg), not to the room
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    msg_id: bytes
+    peer: PeerInfo
+    complete: bool  #: every intended recipient has it now
+    delivered: int = 1  #: recipients that have it ...
+    total: int = 1  #: ... of this many
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    peer: PeerInfo
+    clean: bool  #: said goodbye in an authenticated close
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+    clean: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileOffered:
+    """A file offered to us (``incoming``), or offered by us for the first time."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str  #: incoming: the safe name it will be stored under; outgoing: as offered
+    size: int
+    sha256: bytes
+    incoming: bool
+    pending: bool = False  #: waiting for /accept or /reject
+
+
+@dataclass(frozen=True, slots=True)
+class FileProgress:
+    """How far a transfer is (at most every PROGRESS_INTERVAL seconds, and when it
+    starts, resumes or pauses)."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str
+    incoming: bool
+    done: int  #: bytes the receiver has written
+    size: int
+    start: int  #: where this run began: above 0 when resumed
+    rate: float  #: bytes per second lately
+    eta: float | None  #: seconds left, None while unknown
+    paused: bool = False  #: the session with the peer ended; it resumes on the next
+
+
+@dataclass(frozen=True, slots=True)
+class FileCompleted:
+    """A transfer is complete: the receiver verified the SHA-256 and stored the file."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str
+    incoming: bool
+    size: int
+    sha256: bytes
+    path: str  #: incoming: where it was stored; outgoing: the file sent
+    start: int  #: where the last run began (above 0 if it was resumed)
+    seconds: float  #: duration of the last run
+    rate: float  #: average bytes per second of the last run
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    """A transfer is over without the file: refused, cancelled, or broken."""
+
+    peer: PeerInfo
+    transfer_id: bytes
+    name: str
+    incoming: bool
+    reason: str
+    by_peer: bool  #: the peer refused or cancelled it (else it failed here)
+
+
+FileEvent = FileOffered | FileProgress | FileCompleted | FileFailed
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """We sent a message (the JSON ``sent`` event): to everyone present, or to one."""
+
+    msg_id: bytes
+    text: str
+    to: tuple[str, ...]  #: names of the recipients present when it was sent
+    direct: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A joiner's connection to the host's relay is up (the session follows)."""
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """The link to the host dropped; the next attempt starts in ``delay`` seconds."""
+
+    delay: float
+    attempt: int
+    last_error: str = ""  #: why the previous attempt failed ("" for the first)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The link is back: what was not delivered is being sent again."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEnded:
+    """The room cannot go on: the host closed it, its key was refused, or the
+    host's own relay connection was lost. ``exit_code`` is what a command exits with."""
+
+    reason: str
+    exit_code: int
+    by_host: bool = False  #: the host ended the chat on purpose
+
+
+Event = (
+    PeerJoined
+    | SessionReady
+    | PeerRefused
+    | MessageReceived
+    | MessageSent
+    | Delivered
+    | PeerLeft
+    | Disconnected
+    | FileOffered
+    | FileProgress
+    | FileCompleted
+    | FileFailed
+    | Connected
+    | Reconnecting
+    | Reconnected
+    | RoomEnded
+)
