@@ -7,12 +7,16 @@ message is written for the user; the CLI prints it as one line.
 
 from __future__ import annotations
 
+import enum
+from typing import ClassVar
+
 __all__ = [
     "BrokenConnectionError",
     "ClosedConnectionError",
     "ConfigError",
     "DecryptError",
     "DiscoveryError",
+    "ExitCode",
     "FrameTooLargeError",
     "HandshakeError",
     "IdentityError",
@@ -22,18 +26,39 @@ __all__ = [
     "MalformedFrameError",
     "P2PChatError",
     "PeerKeyError",
+    "RefusedError",
     "RemoteProtocolError",
     "TransferError",
     "TrustError",
+    "UndeliveredError",
+    "describe_error",
 ]
 
 
+class ExitCode(enum.IntEnum):
+    """Every exit code a p2pchat command returns (README.md, "Exit codes")."""
+
+    OK = 0
+    FAILURE = 1  #: refused, failed, connection lost, the host ended the chat
+    USAGE = 2  #: bad usage or input, no host found, several and none chosen
+    MISMATCH = 3  #: a key mismatch, or a peer refused by the trust settings
+    UNDELIVERED = 4  #: messages (or a file) not delivered within --timeout
+
+
 class P2PChatError(Exception):
-    """Base of every error p2pchat raises on purpose."""
+    """Base of every error p2pchat raises on purpose. ``exit_code`` and ``label``
+    (the words before the message on the command's one error line) belong to the
+    type; :func:`describe_error` is the one map from an error to that line."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+    label: ClassVar[str] = "error"
 
 
 class ConfigError(P2PChatError):
     """A bad option, path or setting given by the user."""
+
+    exit_code = ExitCode.USAGE
+    label = ""
 
 
 class LocalProtocolError(P2PChatError):
@@ -83,9 +108,29 @@ class IdentityError(P2PChatError):
 class TrustError(P2PChatError):
     """A peer is not trusted: unknown under --require-known, or not the one expected."""
 
+    exit_code = ExitCode.MISMATCH
+    label = "not trusted"
+
 
 class KeyMismatchError(TrustError):
     """A pinned name, or an expected fingerprint, now presents a different key."""
+
+    label = "key mismatch"
+
+
+class RefusedError(P2PChatError):
+    """We refused the host's session: for trust (exit 3) or for a protocol failure (exit 1)."""
+
+    def __init__(self, message: str, *, for_trust: bool) -> None:
+        super().__init__(message)
+        self.for_trust = for_trust
+        self.exit_code = ExitCode.MISMATCH if for_trust else ExitCode.FAILURE
+
+
+class UndeliveredError(P2PChatError):
+    """What was sent was not acknowledged (or a transfer made no progress) in time."""
+
+    exit_code = ExitCode.UNDELIVERED
 
 
 class TransferError(P2PChatError):
@@ -95,3 +140,17 @@ class TransferError(P2PChatError):
 
 class DiscoveryError(P2PChatError):
     """No host could be found, or the choice among several is ambiguous."""
+
+    exit_code = ExitCode.USAGE
+    label = ""
+
+
+def describe_error(exc: BaseException) -> tuple[str, ExitCode]:
+    """The one line (without the program name) and the exit code for an error
+    that ends a command. Anything not ours or an OSError is a bug: re-raise it."""
+    if isinstance(exc, P2PChatError):
+        label = type(exc).label
+        return (f"{label}: {exc}" if label else str(exc)), ExitCode(exc.exit_code)
+    if isinstance(exc, OSError):
+        return f"error: {exc.strerror or exc}", ExitCode.FAILURE
+    raise exc

@@ -163,3 +163,121 @@ def test_each_module_imports_alone(module: str) -> None:
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ layers
+
+PACKAGE_DIR = Path(p2pchat.__file__).parent
+
+#: each layer and the p2pchat modules it may import (besides its own layer).
+#: The floor (errors, config) and the core (proto) are below everything; net
+#: and store are side by side; room uses both; faces use only the room
+#: package's public surface (``p2pchat.room`` itself, never its submodules).
+LAYER_RULES: dict[str, tuple[str, ...]] = {
+    "proto": ("p2pchat.errors", "p2pchat.config"),
+    "net": ("p2pchat.errors", "p2pchat.config", "p2pchat.proto"),
+    "store": ("p2pchat.errors", "p2pchat.config", "p2pchat.proto"),
+    "room": (
+        "p2pchat.errors",
+        "p2pchat.config",
+        "p2pchat.proto",
+        "p2pchat.net",
+        "p2pchat.store",
+    ),
+    "faces": ("p2pchat.errors", "=p2pchat.room", "=p2pchat"),
+}
+
+
+def layer_of(path: Path) -> str | None:
+    rel = path.relative_to(PACKAGE_DIR).parts
+    return rel[0] if len(rel) > 1 else None
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE_DIR).with_suffix("")
+    parts = ["p2pchat", *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    """``p2pchat.x.y`` names a module or package of ours (not a name inside one)."""
+    rel = PACKAGE_DIR.joinpath(*name.split(".")[1:])
+    return rel.is_dir() or rel.with_suffix(".py").is_file()
+
+
+def layer_violations(source: str, module: str, layer: str) -> list[str]:
+    """The p2pchat imports of ``module`` (in ``layer``) that point sideways or up."""
+    rules = (*LAYER_RULES[layer], f"p2pchat.{layer}")
+    exact = {r[1:] for r in rules if r.startswith("=")}
+    prefixes = [r for r in rules if not r.startswith("=")]
+    bad = []
+    for name in sorted(imported_modules(source, module)):
+        if name.split(".")[0] != "p2pchat":
+            continue
+        if name in exact or any(name == p or name.startswith(p + ".") for p in prefixes):
+            continue
+        # "from p2pchat.room import Room" also yields p2pchat.room.Room: a name, not a module
+        if name.rpartition(".")[0] in exact and not is_module(name):
+            continue
+        bad.append(name)
+    return bad
+
+
+LAYERED_FILES = sorted(p for p in PACKAGE_DIR.rglob("*.py") if layer_of(p) in LAYER_RULES)
+
+
+@pytest.mark.parametrize(
+    ("layer", "source", "expected"),
+    [
+        ("faces", "from p2pchat.room import Room, Delivered", []),
+        (
+            "faces",
+            "from p2pchat.room.participant import Participant",
+            ["p2pchat.room.participant", "p2pchat.room.participant.Participant"],
+        ),
+        (
+            "faces",
+            "from p2pchat.net.relay import Relay",
+            ["p2pchat.net.relay", "p2pchat.net.relay.Relay"],
+        ),
+        ("faces", "from p2pchat import room", []),
+        ("faces", "from p2pchat.faces.lines import sanitize", []),
+        (
+            "store",
+            "from p2pchat.net.discovery import x",
+            ["p2pchat.net.discovery", "p2pchat.net.discovery.x"],
+        ),
+        (
+            "net",
+            "from p2pchat.room.bus import EventBus",
+            ["p2pchat.room.bus", "p2pchat.room.bus.EventBus"],
+        ),
+        (
+            "room",
+            "from p2pchat.faces.lines import sanitize",
+            ["p2pchat.faces.lines", "p2pchat.faces.lines.sanitize"],
+        ),
+        ("room", "from p2pchat.store.identity import Identity", []),
+        (
+            "proto",
+            "from p2pchat.store.identity import Identity",
+            ["p2pchat.store.identity", "p2pchat.store.identity.Identity"],
+        ),
+    ],
+)
+def test_the_layer_checker_itself(layer: str, source: str, expected: list[str]) -> None:
+    assert layer_violations(source, f"p2pchat.{layer}.example", layer) == expected
+
+
+def test_every_layer_has_modules() -> None:
+    assert {layer_of(p) for p in LAYERED_FILES} == set(LAYER_RULES)
+
+
+@pytest.mark.parametrize("path", LAYERED_FILES, ids=lambda p: str(p.relative_to(PACKAGE_DIR)))
+def test_each_layer_imports_only_the_layers_below(path: Path) -> None:
+    layer = layer_of(path)
+    assert layer is not None
+    module = module_name(path)
+    if path.name == "__init__.py":
+        module += ".__init__"
+    assert layer_violations(path.read_text(encoding="utf-8"), module, layer) == []

@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 
 def _fingerprint_arg(text: str) -> bytes:
     from p2pchat.errors import ConfigError
-    from p2pchat.proto.keys import parse_fingerprint
+    from p2pchat.room import parse_fingerprint
 
     try:
         return parse_fingerprint(text)
@@ -281,14 +281,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from p2pchat.store.identity import TrustStore, load_identity, resolve_home
+    from p2pchat.room import TrustStore, load_identity, resolve_home
 
     home = resolve_home(args.home)
     if args.command == "trust":
         from p2pchat.faces.trustcmd import run_trust
 
         return run_trust(args, TrustStore.open(home))
-    identity = load_identity(home)
+    identity = load_identity(home)  # created on first use, for every command
     if args.command == "id":
         print(identity.fingerprint_text)
         return 0
@@ -296,17 +296,15 @@ def _run_command(args: argparse.Namespace) -> int:
         from p2pchat.faces.trustcmd import run_discover
 
         return asyncio.run(run_discover(args))
-    from p2pchat.faces import chat
-
     if getattr(args, "name", None) is None:
         args.name = _default_name()
-    trust = TrustStore.open(home)
     if args.command == "send":
         from p2pchat.faces.send import run_send
 
-        return asyncio.run(run_send(args, identity, trust))
-    runner = chat.run_host if args.command == "host" else chat.run_join
-    return asyncio.run(runner(args, identity, trust))
+        return asyncio.run(run_send(args))
+    from p2pchat.faces.chat import run_host, run_join
+
+    return asyncio.run(run_host(args) if args.command == "host" else run_join(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,30 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging(args)
-    from p2pchat.errors import (
-        ConfigError,
-        DiscoveryError,
-        KeyMismatchError,
-        P2PChatError,
-        TrustError,
-    )
+    from p2pchat.errors import describe_error
 
     try:
-        return _run_command(args)
+        return int(_run_command(args))
     except KeyboardInterrupt:
         return 0
-    except KeyMismatchError as exc:
-        print(f"p2pchat: key mismatch: {exc}", file=sys.stderr)
-        return 3
-    except TrustError as exc:
-        print(f"p2pchat: not trusted: {exc}", file=sys.stderr)
-        return 3
-    except (DiscoveryError, ConfigError) as exc:
-        print(f"p2pchat: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except P2PChatError as exc:
-        print(f"p2pchat: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"p2pchat: error: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # ours and OSError become one line; anything else re-raises
+        line, code = describe_error(exc)
+        print(f"p2pchat: {line}", file=sys.stderr)
+        return int(code)

@@ -16,9 +16,8 @@ import time
 import unicodedata
 from typing import Any, TextIO
 
-from p2pchat.proto.keys import format_fingerprint
-from p2pchat.proto.transfer import format_duration, format_size
-from p2pchat.room.participant import (
+from p2pchat.room import (
+    Connected,
     Delivered,
     Disconnected,
     Event,
@@ -28,11 +27,19 @@ from p2pchat.room.participant import (
     FileOffered,
     FileProgress,
     MessageReceived,
+    MessageSent,
     PeerInfo,
     PeerJoined,
     PeerLeft,
     PeerRefused,
+    Reconnected,
+    Reconnecting,
+    RoomEnded,
     SessionReady,
+    Trust,
+    format_duration,
+    format_fingerprint,
+    format_size,
 )
 
 __all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning", "sanitize"]
@@ -208,12 +215,24 @@ class LineOutput:
             self.json("error", message=text, **fields)
         self.status(f"error: {text}")
 
-    def sent(self, msg_id: bytes, text: str, recipients: list[str]) -> None:
-        if self.json_mode:
-            self.json("sent", id=msg_id.hex(), text=text, to=recipients)
-
     def __call__(self, event: Event) -> None:
-        if isinstance(event, MessageReceived):
+        if isinstance(event, MessageSent):
+            if self.json_mode:
+                self.json("sent", id=event.msg_id.hex(), text=event.text, to=list(event.to))
+        elif isinstance(event, Connected):
+            self.status(f"connected to {event.address}:{event.port}")
+        elif isinstance(event, Reconnecting):
+            if event.last_error:
+                self.status(f"reconnect failed: {event.last_error}")
+            self.status(f"reconnecting in {event.delay:.1f} s (attempt {event.attempt})")
+        elif isinstance(event, Reconnected):
+            self.status("reconnected; sending what was not delivered")
+        elif isinstance(event, RoomEnded):
+            if event.by_host:
+                self.status(event.reason)
+            else:
+                self.error(event.reason)
+        elif isinstance(event, MessageReceived):
             if self.json_mode:
                 self.json(
                     "message",
@@ -228,9 +247,9 @@ class LineOutput:
             if self.json_mode:
                 self.json("session", sas=event.sas, trust=event.trust, **_peer_json(event.peer))
             note = {
-                "new": "first contact, pinned",
-                "known": "known key",
-                "verified": "verified key",
+                Trust.NEW: "first contact, pinned",
+                Trust.KNOWN: "known key",
+                Trust.VERIFIED: "verified key",
             }[event.trust]
             self.status(
                 f"secure session with {event.peer.name} ({note})\n"

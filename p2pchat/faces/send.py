@@ -1,6 +1,6 @@
 """The ``send`` command: one file to one participant, then exit.
 
-A one-shot participant: it joins like ``join`` (discovery or ``--connect``,
+A one-shot :class:`Room`: it joins like ``join`` (discovery or ``--connect``,
 and the same reconnects), waits for a secure session with ``--to NAME``,
 offers the file, sends it, and exits 0 once NAME has verified its SHA-256.
 The file is hashed while the connection is set up. The transfer id comes
@@ -18,30 +18,21 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from p2pchat.errors import ConfigError, DiscoveryError, P2PChatError, TransferError
-from p2pchat.faces.chat import (
-    EXIT_UNDELIVERED,
-    _Events,
-    _find_host,
-    _install_stop,
-    _Link,
-    _TrustFailure,
-)
+from p2pchat.faces.chat import install_stop, join_room
 from p2pchat.faces.lines import LineOutput, describe_file_event, file_json
-from p2pchat.proto.app import file_id
-from p2pchat.room.participant import (
+from p2pchat.room import (
     Event,
+    ExitCode,
     FileCompleted,
     FileFailed,
     MessageReceived,
     PeerInfo,
+    Room,
+    check_name,
 )
-from p2pchat.room.transfers import FileTransfers, Prepared
-from p2pchat.store.identity import Identity, TrustStore
-from p2pchat.store.outbox import Outbox
 
 __all__ = ["run_send"]
 
@@ -55,154 +46,117 @@ def _check_path(text: str) -> Path:
     return path
 
 
-async def run_send(args: argparse.Namespace, identity: Identity, trust: TrustStore) -> int:
-    from p2pchat.proto.messages import check_name
+class _Watch:
+    """Prints what a one-shot sender should show, and catches our transfer's outcome."""
 
-    name = check_name(args.name, ConfigError)
+    def __init__(self, out: LineOutput, json_mode: bool) -> None:
+        self.out, self.json_mode = out, json_mode
+        self.ours: bytes | None = None  #: the transfer id, once offered
+        self.outcome: FileCompleted | FileFailed | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, MessageReceived) and not self.json_mode:
+            return  # not a chat client: stdout stays empty in line mode
+        if (
+            isinstance(event, FileCompleted | FileFailed)
+            and not event.incoming
+            and event.transfer_id == self.ours
+        ):
+            self.outcome = event
+            if isinstance(event, FileFailed):
+                # reported once, as the command's error line
+                if self.json_mode:
+                    kind, fields = file_json(event)
+                    self.out.json(kind, **fields)
+                return
+        self.out(event)
+
+
+async def run_send(args: argparse.Namespace) -> int:
     try:
         to = check_name(args.to, ConfigError)
     except ConfigError as exc:
         raise ConfigError(f"--to: {exc}") from exc
     path = _check_path(args.path)
-    out = LineOutput(json_mode=args.json)
-    ours: list[bytes] = []  #: the transfer id, once known
-    outcome: list[FileCompleted | FileFailed] = []
-
-    def show(event: Event) -> None:
-        if isinstance(event, MessageReceived) and not args.json:
-            return  # not a chat client: stdout stays empty in line mode
-        if (
-            isinstance(event, FileCompleted | FileFailed)
-            and not event.incoming
-            and ours
-            and event.transfer_id == ours[0]
-        ):
-            outcome.append(event)
-            if isinstance(event, FileFailed):
-                # reported once, as the command's error line
-                if args.json:
-                    kind, fields = file_json(event)
-                    out.json(kind, **fields)
-                return
-        out(event)
-
-    events = _Events(out)
-    events.sinks[0] = show
     rate = args.limit_rate * MIB if args.limit_rate else None
-    files = FileTransfers(events, policy="refuse", limit_rate=rate, wake=events.wake.set)
-    stop = asyncio.Event()
-    _install_stop(stop)
+    room = join_room(args, limit_rate=rate, durable=False)
+    watch = _Watch(LineOutput(json_mode=args.json), args.json)
+    room.bus.add_sink(watch)
+    stop = install_stop(room)
     deadline = time.monotonic() + args.timeout
-    hashing = asyncio.ensure_future(files.async_prepare(path))
-    link: _Link | None = None
-    keeper: asyncio.Task[None] | None = None
+    hashing = asyncio.ensure_future(room.prepare_file(path))
     try:
-        targets, expected = await _find_host(args, trust)
-        link = _Link(args, identity, trust, events, Outbox(), name, files)
-        try:
-            await link.connect(targets, expected, deadline)
-        except _TrustFailure as exc:
-            out.status(f"error: {exc}")
-            return exc.exit_code
-        keeper = asyncio.ensure_future(link.keep_up(stop))
-        try:
-            prepared = await hashing
-        except TransferError as exc:
-            raise ConfigError(str(exc)) from exc
-        peer = await _wait_for_peer(to, link, events, stop, deadline)
-        if peer is None:
-            return link.fatal if link.fatal is not None else 1
-        ours.append(file_id(prepared.sha256, prepared.name, prepared.size))
-        await files.async_offer(prepared, peer)
-        return await _wait_until_done(prepared, peer, files, link, events, stop, outcome, args)
+        async with room:
+            try:
+                prepared = await hashing
+            except TransferError as exc:
+                raise ConfigError(str(exc)) from exc
+            peer = await _wait_for_peer(room, to, stop, deadline, args.timeout)
+            if peer is None:
+                return room.ended.exit_code if room.ended is not None else ExitCode.FAILURE
+            ids = await room.send_file(prepared, to=peer.fingerprint)
+            watch.ours = ids[0]
+            return await _wait_until_done(room, peer, watch, stop, args.timeout)
     finally:
-        stop.set()
-        events.wake.set()
         if not hashing.done():
             hashing.cancel()
         with contextlib.suppress(asyncio.CancelledError, P2PChatError):
             await hashing
-        if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-        if link is not None and link.participant is not None:
-            await link.participant.async_close()
-        await files.async_close()
 
 
 async def _wait_for_peer(
-    to: str, link: _Link, events: _Events, stop: asyncio.Event, deadline: float
+    room: Room, to: str, stop: asyncio.Event, deadline: float, timeout: float
 ) -> PeerInfo | None:
     """The participant called ``to`` once our session with it is up; None if the
-    link failed or we were stopped. Raises DiscoveryError if nobody or several."""
-
-    def named() -> list[PeerInfo]:
-        p = link.participant
-        if p is None:
-            return []
-        return [i for i in p.peers if i.name == to and p.is_ready(i.peer_id)]
-
-    ok = await events.wait_until(
-        lambda: bool(named()) or link.fatal is not None or stop.is_set(),
+    room ended or we were stopped. Raises DiscoveryError if nobody or several."""
+    ok = await room.wait_for(
+        lambda: bool(room.find(to, secure=True)) or room.ended is not None or stop.is_set(),
         max(0.0, deadline - time.monotonic()),
     )
-    if link.fatal is not None or stop.is_set():
+    if room.ended is not None or stop.is_set():
         return None
-    found = named()
+    found = room.find(to, secure=True)
     if not ok or not found:
-        waited = f"waited {link.args.timeout:g} s"
-        raise DiscoveryError(f"nobody called {to!r} is in the chat ({waited})")
+        raise DiscoveryError(f"nobody called {to!r} is in the chat (waited {timeout:g} s)")
     if len(found) > 1:
         raise DiscoveryError(f"several participants are called {to!r}; cannot tell which")
     return found[0]
 
 
-def _moved(
-    files: FileTransfers,
-    tick: int,
-    outcome: list[FileCompleted | FileFailed],
-    link: _Link,
-    stop: asyncio.Event,
-) -> Callable[[], bool]:
-    """True once anything happened since ``tick``: progress, a verdict, or the end."""
-    return lambda: (
-        bool(outcome) or files.activity != tick or link.fatal is not None or stop.is_set()
-    )
-
-
 async def _wait_until_done(
-    prepared: Prepared,
+    room: Room,
     peer: PeerInfo,
-    files: FileTransfers,
-    link: _Link,
-    events: _Events,
+    watch: _Watch,
     stop: asyncio.Event,
-    outcome: list[FileCompleted | FileFailed],
-    args: argparse.Namespace,
+    timeout: float,
 ) -> int:
-    """Wait for the receiver's verdict; give up after ``--timeout`` s without progress."""
-    while not outcome:
-        if link.fatal is not None:
-            return link.fatal
+    """Wait for the receiver's verdict; give up after ``timeout`` s without progress."""
+    out = watch.out
+    while watch.outcome is None:
+        if room.ended is not None:
+            return room.ended.exit_code
         if stop.is_set():
-            events.out.status("interrupted; run the same command again to resume")
-            return 1
-        moved = await events.wait_until(
-            _moved(files, files.activity, outcome, link, stop), args.timeout
+            out.status("interrupted; run the same command again to resume")
+            return ExitCode.FAILURE
+        tick = room.files.activity
+        moved = await room.wait_for(
+            lambda tick=tick: (  # type: ignore[misc]
+                watch.outcome is not None
+                or room.files.activity != tick
+                or room.ended is not None
+                or stop.is_set()
+            ),
+            timeout,
         )
         if not moved:
-            tid = file_id(prepared.sha256, prepared.name, prepared.size)
-            phase = files.phase(peer.fingerprint, tid, incoming=False)
+            assert watch.ours is not None
+            phase = room.files.phase(peer.fingerprint, watch.ours, incoming=False)
             why = {
                 "offered": f"{peer.name} has not answered the offer",
                 "waiting": f"{peer.name} is not in the chat",
             }.get(phase.value if phase else "", f"{peer.name} stopped answering")
-            events.out.error(
-                f"no progress for {args.timeout:g} s: {why}; run the same command again to resume"
-            )
-            return EXIT_UNDELIVERED
-    event = outcome[0]
-    if isinstance(event, FileFailed):
-        raise TransferError(describe_file_event(event))
-    return 0
+            out.error(f"no progress for {timeout:g} s: {why}; run the same command again to resume")
+            return ExitCode.UNDELIVERED
+    if isinstance(watch.outcome, FileFailed):
+        raise TransferError(describe_file_event(watch.outcome))
+    return ExitCode.OK

@@ -6,8 +6,7 @@ import argparse
 import datetime
 import json
 
-from p2pchat.proto.keys import format_fingerprint
-from p2pchat.store.identity import TrustStore
+from p2pchat.room import TrustStore, format_fingerprint
 
 __all__ = ["run_discover", "run_trust"]
 
@@ -60,7 +59,7 @@ def _trust(args: argparse.Namespace, store: TrustStore) -> int:
 
 
 async def run_discover(args: argparse.Namespace) -> int:
-    from p2pchat.net.discovery import async_browse, resolve_interfaces
+    from p2pchat.room import async_browse, resolve_interfaces
 
     hosts = await async_browse(
         timeout=args.timeout, interfaces=resolve_interfaces(args.interface or [])

@@ -1,8 +1,9 @@
 """Interactive terminal chat (stdin and stdout are a TTY), built on prompt_toolkit.
 
 The input line stays at the bottom; messages, joins, leaves and errors print
-above it with the time and the sender's name. Commands: /help /who /verify
-/msg /send /accept /reject /files /quit; Ctrl-C and Ctrl-D leave cleanly.
+above it with the time and the sender's name. Typed lines go to the
+face-independent commands (:mod:`p2pchat.faces.commands`); what happens in the
+room comes from its events. Ctrl-C and Ctrl-D leave cleanly.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Coroutine
+from typing import Any
 
-from p2pchat.errors import P2PChatError
+from p2pchat.faces.commands import HELP, async_run_command
 from p2pchat.faces.lines import describe_file_event, mismatch_warning, sanitize
-from p2pchat.proto.keys import format_fingerprint
-from p2pchat.proto.transfer import format_size
-from p2pchat.room.participant import (
+from p2pchat.room import (
+    Connected,
     Delivered,
     Disconnected,
     Event,
@@ -27,30 +26,20 @@ from p2pchat.room.participant import (
     FileOffered,
     FileProgress,
     MessageReceived,
-    Participant,
-    PeerInfo,
+    MessageSent,
     PeerJoined,
     PeerLeft,
     PeerRefused,
+    Reconnected,
+    Reconnecting,
+    Room,
+    RoomEnded,
     SessionReady,
+    Trust,
+    format_fingerprint,
 )
 
-if TYPE_CHECKING:
-    from p2pchat.room.transfers import FileTransfers
-
 __all__ = ["HELP", "run_interactive"]
-
-HELP = """commands:
-  /who            who is here, with fingerprints and trust state
-  /verify [NAME]  show fingerprints and the short authentication string; mark verified
-  /msg NAME TEXT  send TEXT to NAME only
-  /send PATH      offer the file PATH to everyone here (/send NAME PATH: to NAME only)
-  /accept [ID]    accept a file offered to you (saved in your downloads directory)
-  /reject [ID]    refuse a file offered to you
-  /files          transfers under way, with their ids
-  /quit           leave (also Ctrl-C or Ctrl-D)
-  /help           this text
-anything else is sent to everyone in the chat"""
 
 
 def _now() -> str:
@@ -70,14 +59,31 @@ class _Screen:
         print(f"[{_now()}] {text}", flush=True)
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, MessageReceived):
+        if isinstance(event, MessageSent):
+            if not event.queued:
+                self.say("(nobody else is here: the message reached no one)")
+                return
+            self.texts[event.msg_id] = event.text
+            who = f"you to {event.to[0]} only" if event.direct and event.to else "you"
+            self.say(f"{who}: {sanitize(event.text)}  (sending…)")
+        elif isinstance(event, Connected):
+            self.say(f"* connected to {event.address}:{event.port}")
+        elif isinstance(event, Reconnecting):
+            if event.last_error:
+                self.say(f"! reconnect failed: {event.last_error}")
+            self.say(f"* reconnecting in {event.delay:.1f} s (attempt {event.attempt})")
+        elif isinstance(event, Reconnected):
+            self.say("* reconnected; sending what was not delivered")
+        elif isinstance(event, RoomEnded):
+            self.say(f"! {event.reason}")
+        elif isinstance(event, MessageReceived):
             private = " (to you only)" if event.direct else ""
             self.say(f"{event.peer.name}{private}: {sanitize(event.text)}")
         elif isinstance(event, SessionReady):
             note = {
-                "new": "first contact, now pinned",
-                "known": "known key",
-                "verified": "verified",
+                Trust.NEW: "first contact, now pinned",
+                Trust.KNOWN: "known key",
+                Trust.VERIFIED: "verified",
             }[event.trust]
             self.say(
                 f"* secure session with {event.peer.name} ({note})\n"
@@ -129,46 +135,58 @@ class _Screen:
             self.say(f"{mark} {describe_file_event(event)}")
 
 
-class Room(Protocol):
-    """The way into the chat: the current participant (a joiner's is replaced
-    on every reconnect) and, once it cannot go on, an exit code."""
+class _Console:
+    """Where the commands' words go on the chat screen."""
 
-    participant: Participant | None
-    fatal: int | None
-    files: FileTransfers | None
+    def __init__(self, screen: _Screen, ask: Any) -> None:
+        self.screen = screen
+        self._ask = ask
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def say(self, text: str) -> None:
+        self.screen.say(text)
+
+    def show(self, text: str) -> None:
+        print(text, flush=True)
+
+    async def ask(self, question: str) -> str | None:
+        try:
+            return str(await self._ask(question))
+        except (EOFError, KeyboardInterrupt):
+            return None
+
+    def spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.ensure_future(job))
 
 
-async def run_interactive(room: Room, events: Any, stop: asyncio.Event, *, joiner: bool) -> None:
-    """Run the chat until /quit, Ctrl-C/D or ``stop``; a joiner also stops when
-    its link to the host fails for good, the host when its relay connection ends."""
+async def run_interactive(room: Room, stop: asyncio.Event, *, replaced: Any = None) -> None:
+    """Run the chat until /quit, Ctrl-C/D, ``stop`` or the room's end. ``replaced``
+    is the line-mode printer the screen takes over from (removed from the bus)."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    def current() -> Participant:
-        assert room.participant is not None
-        return room.participant
-
     screen = _Screen()
-    events.sinks[0] = screen  # the line-mode printer gives way to the screen
+    if replaced is not None:
+        replaced()
+    remove = room.bus.add_sink(screen)
     # the typed line is erased on Enter: the screen shows it once, as 'you: ...'
     session: PromptSession[str] = PromptSession(erase_when_done=True)
+    console = _Console(screen, session.prompt_async)
 
     def ended() -> bool:
-        if stop.is_set() or room.fatal is not None:
-            return True
-        return not joiner and current().disconnected is not None
+        return stop.is_set() or room.ended is not None
 
     async def watch() -> None:
-        await events.wait_until(ended, None)
+        await room.wait_for(ended)
         if session.app.is_running:
             session.app.exit(exception=EOFError())
 
     async def stop_watch() -> None:
         await stop.wait()
-        events.wake.set()
+        room.bus.notify()
 
     with patch_stdout(raw=True):
-        screen.say(f"you are {current().name}; type /help for commands")
+        screen.say(f"you are {room.name}; type /help for commands")
         tasks = [asyncio.ensure_future(watch()), asyncio.ensure_future(stop_watch())]
         try:
             while not ended():
@@ -176,188 +194,12 @@ async def run_interactive(room: Room, events: Any, stop: asyncio.Event, *, joine
                     line = await session.prompt_async("> ")
                 except (EOFError, KeyboardInterrupt):
                     break
-                if not await _command(
-                    line.strip(), current(), screen, session.prompt_async, room.files, tasks
-                ):
+                if not await async_run_command(room, line.strip(), console):
                     break
         finally:
-            for task in tasks:
+            for task in tasks + console.tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            remove()
         screen.say("leaving")
-
-
-async def _command(
-    line: str,
-    participant: Participant,
-    screen: _Screen,
-    ask: Callable[..., Any],
-    files: FileTransfers | None = None,
-    tasks: list[asyncio.Task[None]] | None = None,
-) -> bool:
-    """Handle one input line; False means quit."""
-    if not line:
-        return True
-    if not line.startswith("/"):
-        try:
-            msg_id = participant.send_text(line)
-        except P2PChatError as exc:
-            screen.say(f"! not sent: {exc}")
-            return True
-        if msg_id in participant.outbox:
-            screen.texts[msg_id] = line
-            screen.say(f"you: {sanitize(line)}  (sending…)")
-        else:
-            screen.say("(nobody else is here: the message reached no one)")
-        return True
-    cmd, _, rest = line.partition(" ")
-    if cmd in ("/quit", "/exit"):
-        return False
-    if cmd == "/help":
-        print(HELP, flush=True)
-    elif cmd == "/who":
-        peers = participant.peers
-        if not peers:
-            screen.say("nobody else is here")
-        for p in peers:
-            pin = participant.trust.get(p.fingerprint)
-            state = "verified" if pin and pin.verified else "not verified"
-            ready = "secure" if participant.is_ready(p.peer_id) else "connecting"
-            print(f"  {p.name:20} {p.fingerprint_text}  {ready}, {state}", flush=True)
-    elif cmd == "/verify":
-        await _verify(rest.strip(), participant, screen, ask)
-    elif cmd in ("/send", "/accept", "/reject", "/files"):
-        if files is None:
-            screen.say("file transfers are not available here")
-        elif cmd == "/send":
-            _send(rest.strip(), participant, screen, files, tasks)
-        elif cmd == "/files":
-            _list_files(files, screen)
-        else:
-            await _decide(cmd, rest.strip(), screen, files)
-    elif cmd == "/msg":
-        name, _, text = rest.strip().partition(" ")
-        targets = [p for p in participant.peers if p.name == name]
-        if not name or not text.strip():
-            screen.say("usage: /msg NAME TEXT")
-        elif len(targets) != 1:
-            screen.say(
-                f"no one here is called {name!r}"
-                if not targets
-                else f"several participants are called {name!r}"
-            )
-        else:
-            try:
-                msg_id = participant.send_text(text, to=targets[0].fingerprint)
-            except P2PChatError as exc:
-                screen.say(f"! not sent: {exc}")
-                return True
-            screen.texts[msg_id] = text
-            screen.say(f"you to {name} only: {sanitize(text)}  (sending…)")
-    else:
-        screen.say(f"unknown command {cmd}; /help lists them")
-    return True
-
-
-async def _verify(
-    name: str, participant: Participant, screen: _Screen, ask: Callable[..., Any]
-) -> None:
-    peers = [p for p in participant.peers if participant.is_ready(p.peer_id)]
-    if name:
-        peers = [p for p in peers if p.name == name]
-    if not peers:
-        screen.say("no secure session to verify" + (f" with {name!r}" if name else ""))
-        return
-    if len(peers) > 1:
-        screen.say("several peers: /verify NAME (one of " + ", ".join(p.name for p in peers) + ")")
-        return
-    peer = peers[0]
-    print(
-        f"  you        {participant.identity.fingerprint_text}\n"
-        f"  {peer.name:10} {peer.fingerprint_text}\n"
-        f"  short authentication string: {participant.peer_sas(peer.peer_id)}\n"
-        "  Compare the string (or both fingerprints) with your peer, by voice or in person.",
-        flush=True,
-    )
-    try:
-        answer = await ask(f"Does {peer.name} see the same? Mark verified [y/N] ")
-    except (EOFError, KeyboardInterrupt):
-        return
-    if str(answer).strip().lower() in ("y", "yes"):
-        participant.trust.set_verified(peer.fingerprint, True)
-        screen.say(f"* {peer.name} marked verified")
-    else:
-        screen.say("* not marked")
-
-
-def _send(
-    arg: str,
-    participant: Participant,
-    screen: _Screen,
-    files: FileTransfers,
-    tasks: list[asyncio.Task[None]] | None,
-) -> None:
-    """/send PATH (to everyone here) or /send NAME PATH (to NAME only)."""
-    if not arg:
-        screen.say("usage: /send PATH  or  /send NAME PATH")
-        return
-    peers = [p for p in participant.peers if participant.is_ready(p.peer_id)]
-    path = Path(arg).expanduser()
-    if not path.is_file():
-        name, _, rest = arg.partition(" ")
-        named = [p for p in peers if p.name == name]
-        if not named or not rest.strip() or not Path(rest.strip()).expanduser().is_file():
-            screen.say(f"! no such file: {sanitize(arg)}")
-            return
-        peers, path = named, Path(rest.strip()).expanduser()
-    if not peers:
-        screen.say("nobody here to send it to")
-        return
-    job = asyncio.create_task(_offer(path, peers, screen, files))
-    if tasks is not None:
-        tasks.append(job)
-
-
-async def _offer(path: Path, peers: list[PeerInfo], screen: _Screen, files: FileTransfers) -> None:
-    try:
-        prepared = await files.async_prepare(path)  # hashing: off the loop
-        for peer in peers:
-            await files.async_offer(prepared, peer)
-    except P2PChatError as exc:
-        screen.say(f"! cannot send {sanitize(str(path))}: {exc}")
-
-
-async def _decide(cmd: str, arg: str, screen: _Screen, files: FileTransfers) -> None:
-    """/accept [ID] and /reject [ID]: the one offer waiting, or the one whose id starts so."""
-    offers = files.find(arg, pending=True)
-    if len(offers) != 1:
-        if not offers:
-            screen.say("no file offer waiting" + (f" with id {sanitize(arg)}" if arg else ""))
-        else:
-            ids = ", ".join(f"{t.short_id} ({sanitize(t.name)})" for t in offers)
-            screen.say(f"several offers waiting: {cmd} ID, one of {ids}")
-        return
-    offer = offers[0]
-    try:
-        if cmd == "/accept":
-            await files.async_accept(offer)
-            screen.say(f"* accepted {sanitize(offer.name)}, saving it in {files.directory}")
-        else:
-            files.reject(offer)
-    except P2PChatError as exc:
-        screen.say(f"! {exc}")
-
-
-def _list_files(files: FileTransfers, screen: _Screen) -> None:
-    transfers = files.transfers()
-    if not transfers:
-        screen.say("no file transfers under way")
-    for t in transfers:
-        way = f"from {t.peer.name}" if t.incoming else f"to {t.peer.name}"
-        pct = 100 * t.done // t.size if t.size else 100
-        print(
-            f"  {t.short_id}  {sanitize(t.name)} {way}: {t.phase.value}, "
-            f"{pct}% of {format_size(t.size)}",
-            flush=True,
-        )

@@ -70,6 +70,8 @@ class EventBus(Generic[E]):
         self._subscribers: set[Subscription[E]] = set()
         self._sinks: list[Callable[[E], None]] = []
         self._version = 0
+        self._queue: collections.deque[E] = collections.deque()
+        self._publishing = False
         self.closed = False
 
     @property
@@ -79,11 +81,22 @@ class EventBus(Generic[E]):
 
     def publish(self, event: E) -> None:
         """Hand ``event`` to every sink and subscriber, then wake the waiters.
-        Plain (not async): call it from the loop's thread."""
-        for sink in list(self._sinks):
-            sink(event)
-        for sub in list(self._subscribers):
-            sub._put(event)
+        Plain (not async): call it from the loop's thread. An event published
+        by a sink is handed on after this one, so everyone sees one order."""
+        self._queue.append(event)
+        if self._publishing:
+            return
+        self._publishing = True
+        try:
+            while self._queue:
+                current = self._queue.popleft()
+                for sink in list(self._sinks):
+                    sink(current)
+                for sub in list(self._subscribers):
+                    sub._put(current)
+        finally:
+            self._publishing = False
+            self._queue.clear()
         self.notify()
 
     def notify(self) -> None:

@@ -189,7 +189,8 @@ class MessageSent:
     msg_id: bytes
     text: str
     to: tuple[str, ...]  #: names of the recipients present when it was sent
-    direct: bool = False
+    direct: bool = False  #: to one member only
+    queued: bool = True  #: someone is to receive it (False: nobody else was here)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,105 @@
+"""A host's way into the room: the relay, its advertisement, and our own participant.
+
+The host runs the relay in its own process, advertises it over mDNS/DNS-SD and
+joins it like anyone else, with a participant that never reconnects: if that
+participant loses the relay, there is nothing left to host, and the room ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from p2pchat.errors import P2PChatError
+from p2pchat.net.discovery import Advertiser, resolve_interfaces
+from p2pchat.net.relay import Relay, RelayLimits
+from p2pchat.room.bus import EventBus
+from p2pchat.room.events import Disconnected, Event, RoomEnded
+from p2pchat.room.participant import FileHandler, Participant
+from p2pchat.store.identity import Identity, TrustStore
+from p2pchat.store.outbox import Outbox
+
+__all__ = ["HostSeat", "Hosting"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hosting:
+    """Where a host serves: what ``p2pchat host`` prints and JSON mode reports."""
+
+    port: int
+    addresses: tuple[str, ...]  #: advertised addresses
+    instance: str  #: the DNS-SD instance name
+
+
+class HostSeat:
+    """Relay, advertisement and the host's own participant (module doc)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        name: str,
+        trust: TrustStore,
+        bus: EventBus[Event],
+        outbox: Outbox,
+        *,
+        port: int = 0,
+        interfaces: Sequence[str] = (),
+        limits: RelayLimits | None = None,
+        require_known: bool = False,
+        files: FileHandler | None = None,
+    ) -> None:
+        self.identity, self.name, self.bus = identity, name, bus
+        self._port, self._interfaces = port, interfaces
+        self.relay = Relay(limits, owner_key=identity.public_der)
+        self.participant: Participant | None = Participant(
+            identity, name, trust, bus, require_known=require_known, outbox=outbox, files=files
+        )
+        self.advertiser: Advertiser | None = None
+        self.hosting: Hosting | None = None
+        self.ended: RoomEnded | None = None
+        self._remove_sink = bus.add_sink(self._watch)
+
+    def _watch(self, event: Event) -> None:
+        # the host's own participant lost its relay: nothing left to host for
+        if isinstance(event, Disconnected) and self.ended is None:
+            self.ended = RoomEnded(f"the host's own participant lost its relay: {event.reason}", 1)
+            self.bus.publish(self.ended)
+
+    async def async_start(self) -> Hosting:
+        """Listen, join our own relay, advertise. Raises P2PChatError."""
+        interfaces = resolve_interfaces(self._interfaces)
+        bind = interfaces or ["0.0.0.0"]  # noqa: S104 -- serving the LAN is the point
+        try:
+            served = await self.relay.async_start(bind, self._port)
+        except OSError as exc:
+            raise P2PChatError(
+                f"cannot listen on {', '.join(bind)} port {self._port}: {exc}"
+            ) from exc
+        port = served[0][1]
+        if not interfaces:
+            # IPv6 too where the machine has it (discovery advertises its addresses)
+            with contextlib.suppress(OSError):
+                await self.relay.async_start(["::"], port)
+        own = "127.0.0.1" if bind == ["0.0.0.0"] else served[0][0]  # noqa: S104
+        assert self.participant is not None
+        await self.participant.async_connect(own, port, 5.0)
+        self.advertiser = Advertiser(
+            name=self.name,
+            port=port,
+            fingerprint=self.identity.fingerprint,
+            addresses=interfaces,
+            interfaces=interfaces,
+        )
+        await self.advertiser.async_start()
+        self.hosting = Hosting(port, tuple(self.advertiser.addresses), self.advertiser.instance)
+        return self.hosting
+
+    async def async_close(self) -> None:
+        """Say goodbye to everyone, withdraw the advertisement, stop the relay."""
+        self._remove_sink()
+        if self.participant is not None:
+            await self.participant.async_close()
+        if self.advertiser is not None:
+            await self.advertiser.async_close()
+        await self.relay.async_close()

@@ -1,0 +1,312 @@
+"""A joiner's way into the room: find the host, connect, and stay connected.
+
+:func:`async_find_host` turns what the user asked for (an address, a host
+name, or nothing) into addresses to try and the fingerprint to expect.
+:class:`Link` holds the current :class:`Participant` and replaces it with a
+fresh one (new connection, new handshakes) whenever the connection drops:
+exponential backoff with jitter, the host found again by its fingerprint
+(its port may have changed). The outbox outlives every participant, so
+nothing typed is lost. What happens is published on the room's bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from p2pchat.errors import (
+    BrokenConnectionError,
+    ConfigError,
+    DiscoveryError,
+    KeyMismatchError,
+    P2PChatError,
+    RefusedError,
+    TrustError,
+)
+from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
+from p2pchat.proto.keys import format_fingerprint
+from p2pchat.room.bus import EventBus
+from p2pchat.room.events import Connected, Event, Reconnected, Reconnecting, RoomEnded
+from p2pchat.room.participant import FileHandler, Participant
+from p2pchat.store.identity import Identity, TrustStore
+from p2pchat.store.outbox import Outbox
+
+__all__ = ["Chooser", "Link", "Target", "async_find_host", "parse_connect"]
+
+RECONNECT_BASE = 0.5
+RECONNECT_CAP = 10.0
+RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake included
+RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
+CONNECT_ATTEMPT = 5.0  # seconds for one address
+
+NO_HOST_HELP = (
+    "no p2pchat host found within {t:g} s. Likely causes: the host is on another network "
+    "or VLAN; the Wi-Fi isolates clients from each other; a firewall blocks UDP port 5353 "
+    "(mDNS) or the host's TCP port. If you know the host's address, use "
+    "'p2pchat join --connect ADDR:PORT'."
+)
+
+#: Picks one of several hosts found (None: none of them).
+Chooser = Callable[[list[HostInfo]], Awaitable[HostInfo | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to connect, and the host fingerprint to insist on (None: any, pinned on first use)."""
+
+    addresses: tuple[tuple[str, int], ...]
+    expected: bytes | None
+
+
+def parse_connect(value: str) -> tuple[str, int]:
+    """``ADDR:PORT`` (``[v6]:PORT`` too) as (address, port); raises ConfigError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--connect wants ADDR:PORT, got {value!r}")
+    return host, int(port)
+
+
+def host_listing(hosts: Sequence[HostInfo]) -> str:
+    """The hosts found, one line each (what the several-hosts error shows)."""
+    return "\n".join(
+        f"  {h.name:20} {', '.join(h.addresses)} port {h.port}  "
+        f"{format_fingerprint(h.fingerprint) if h.fingerprint else '(no fingerprint)'}"
+        for h in hosts
+    )
+
+
+async def async_find_host(
+    *,
+    connect: str | None,
+    host_name: str | None,
+    expect: bytes | None,
+    timeout: float,
+    interfaces: Sequence[str],
+    choose: Chooser | None,
+) -> Target:
+    """Where to connect (``connect``, else discovery) and the host fingerprint to expect."""
+    if connect:
+        return Target((parse_connect(connect),), expect)
+    host = await _discover(host_name, expect, timeout, interfaces, choose)
+    expected = expect
+    if host.fingerprint is not None:
+        if expect is not None and host.fingerprint != expect:
+            raise KeyMismatchError(
+                f"the host {host.name!r} advertises a fingerprint other than "
+                "--expect-fingerprint; nothing was sent"
+            )
+        expected = expect or host.fingerprint
+    return Target(tuple((a, host.port) for a in host.addresses), expected)
+
+
+async def _discover(
+    host_name: str | None,
+    expect: bytes | None,
+    timeout: float,
+    interfaces: Sequence[str],
+    choose: Chooser | None,
+) -> HostInfo:
+    bind = resolve_interfaces(interfaces)
+    if host_name:
+
+        def want(h: HostInfo) -> bool:
+            return h.name == host_name or h.instance.split(".")[0] == host_name
+
+        hosts = await async_browse(timeout=timeout, interfaces=bind, want=want)
+        hosts = [h for h in hosts if want(h)]
+    else:
+        hosts = await async_browse(
+            timeout=timeout, interfaces=bind, want=lambda h: True, settle=0.25
+        )
+    if expect is not None:
+        hosts = [h for h in hosts if h.fingerprint in (None, expect)] or hosts
+    if not hosts:
+        if host_name:
+            raise DiscoveryError(
+                f"no host named {host_name!r} found within {timeout:g} s "
+                "(run 'p2pchat discover' to list the hosts that can be seen, or use "
+                "'p2pchat join --connect ADDR:PORT')"
+            )
+        raise DiscoveryError(NO_HOST_HELP.format(t=timeout))
+    if len(hosts) == 1:
+        return hosts[0]
+    if choose is None:
+        raise DiscoveryError(
+            f"several hosts found; name one (p2pchat join NAME):\n{host_listing(hosts)}"
+        )
+    chosen = await choose(hosts)
+    if chosen is None:
+        raise DiscoveryError("none of the hosts found was chosen")
+    return chosen
+
+
+class Link:
+    """The joiner's current participant, replaced on every reconnect (module doc)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        name: str,
+        trust: TrustStore,
+        bus: EventBus[Event],
+        outbox: Outbox,
+        *,
+        require_known: bool = False,
+        files: FileHandler | None = None,
+        connect: str | None = None,
+        interfaces: Sequence[str] = (),
+    ) -> None:
+        self.identity, self.name, self.trust = identity, name, trust
+        self.bus, self.outbox, self.files = bus, outbox, files
+        self.require_known = require_known
+        self._connect, self._interfaces = connect, interfaces
+        self.participant: Participant | None = None
+        self.host_fp: bytes | None = None
+        self.ended: RoomEnded | None = None  #: set once the link cannot go on
+
+    async def async_connect(
+        self, target: Target, timeout: float, deadline: float | None = None
+    ) -> Participant:
+        """Connect and wait for the secure session with the host. Raises a
+        P2PChatError (RefusedError when we refused the host's key) if it fails.
+        ``deadline`` (monotonic) defaults to ``timeout`` seconds from now."""
+        if deadline is None:
+            deadline = time.monotonic() + timeout
+        participant = Participant(
+            self.identity,
+            self.name,
+            self.trust,
+            self.bus,
+            require_known=self.require_known,
+            expected_host=target.expected,
+            outbox=self.outbox,
+            files=self.files,
+        )
+        self.participant = participant
+        await _connect_any(participant, target.addresses, deadline, self.bus)
+        host_id = participant.host_id
+        if host_id is None:
+            raise P2PChatError("the relay did not say which participant is its host")
+        ok = await self.bus.wait_for(
+            lambda: participant.is_ready(host_id) or host_failure(participant) is not None,
+            max(0.0, deadline - time.monotonic()),
+        )
+        failure = host_failure(participant)
+        if failure is not None:
+            raise failure
+        if not ok:
+            raise P2PChatError(f"no secure session with the host within {timeout:g} s")
+        self.host_fp = next(p.fingerprint for p in participant.peers if p.peer_id == host_id)
+        return participant
+
+    def _end(self, reason: str, exit_code: int, *, by_host: bool = False) -> None:
+        self.ended = RoomEnded(reason, exit_code, by_host)
+        self.bus.publish(self.ended)
+
+    async def async_keep_up(self, stop: asyncio.Event) -> None:
+        """Reconnect whenever the connection drops, until ``stop`` or a fatal end."""
+        attempt = 0
+        while not stop.is_set():
+            current = self.participant
+            assert current is not None
+
+            def dropped(c: Participant = current) -> bool:
+                return stop.is_set() or c.disconnected is not None
+
+            await self.bus.wait_for(dropped)
+            if stop.is_set():
+                return
+            if current.host_said_goodbye:
+                # the host ended the chat on purpose: nothing to reconnect to
+                self._end("the host closed the chat", 1, by_host=True)
+                return
+            last_error = ""
+            while not stop.is_set():
+                delay = min(RECONNECT_CAP, RECONNECT_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                self.bus.publish(Reconnecting(delay, attempt, last_error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+                await current.async_close()
+                try:
+                    target = await self._locate()
+                    await self.async_connect(target, RECONNECT_WAIT)
+                except RefusedError as exc:
+                    self._end(str(exc), exc.exit_code)
+                    return
+                except (P2PChatError, OSError, TimeoutError) as exc:
+                    last_error = str(exc) or type(exc).__name__
+                    current = self.participant or current
+                    continue
+                self.bus.publish(Reconnected())
+                attempt = 0
+                break
+
+    async def _locate(self) -> Target:
+        """Where the host is now: the --connect address, or wherever the
+        pinned fingerprint is advertised (the port may have changed)."""
+        if self._connect:
+            return Target((parse_connect(self._connect),), self.host_fp)
+        fp = self.host_fp
+        hosts = await async_browse(
+            timeout=RECONNECT_BROWSE,
+            interfaces=resolve_interfaces(self._interfaces),
+            want=lambda h: h.fingerprint == fp,
+        )
+        found = [h for h in hosts if h.fingerprint == fp]
+        if not found:
+            raise DiscoveryError("the host is not advertised right now")
+        return Target(tuple((a, found[0].port) for a in found[0].addresses), fp)
+
+    async def async_close(self) -> None:
+        if self.participant is not None:
+            await self.participant.async_close()
+
+
+def host_failure(participant: Participant) -> P2PChatError | None:
+    """Why the session with the host failed, if it did."""
+    host_id = participant.host_id
+    for event in participant.refusals:
+        if event.peer.peer_id == host_id:
+            return RefusedError(
+                f"not connecting to {event.peer.name}: {event.reason}", for_trust=event.kind.trust
+            )
+    if participant.disconnected is not None and not participant.is_ready(host_id or -1):
+        return BrokenConnectionError(participant.disconnected.reason)
+    return None
+
+
+async def _connect_any(
+    participant: Participant,
+    targets: Sequence[tuple[str, int]],
+    deadline: float,
+    bus: EventBus[Event],
+) -> None:
+    errors: list[str] = []
+    for addr, port in targets:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            await participant.async_connect(addr, port, min(remaining, CONNECT_ATTEMPT))
+        except (OSError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            errors.append(f"{addr}:{port}: {reason}")
+            continue
+        except TrustError:
+            raise
+        except P2PChatError as exc:  # not a p2pchat relay there, or it refused us
+            errors.append(f"{addr}:{port}: {exc}")
+            continue
+        bus.publish(Connected(addr, port))
+        return
+    raise BrokenConnectionError(
+        "could not connect to the host: " + ("; ".join(errors) or "no address to try")
+    )

@@ -1,0 +1,409 @@
+"""``p2pchat.Room``: the library every face uses (docs/LIBRARY.md).
+
+One async object hosts or joins a room, sends text and files, verifies
+peers, lists who is here and leaves; what happens comes out of
+:meth:`Room.events` as the typed, frozen events of :mod:`p2pchat.room.events`.
+A room is used once::
+
+    async with Room.join(name="alice") as room:
+        await room.send("hi")
+        async for event in room.events():
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from p2pchat.errors import ConfigError, LocalProtocolError, P2PChatError
+from p2pchat.net.relay import RelayLimits
+from p2pchat.proto.messages import check_name
+from p2pchat.room.bus import EventBus, Subscription
+from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
+from p2pchat.room.host import Hosting, HostSeat
+from p2pchat.room.link import Chooser, Link, async_find_host
+from p2pchat.room.participant import Participant
+from p2pchat.room.transfers import FileTransfers, Prepared, Transfer
+from p2pchat.store.identity import (
+    Identity,
+    TrustStore,
+    load_identity,
+    load_storage_key,
+    resolve_home,
+)
+from p2pchat.store.outbox import Outbox
+
+__all__ = ["FilePolicy", "Member", "Room", "Verification"]
+
+#: What to do with files offered to us: accept into ``file_dir``, ask (the
+#: face calls :meth:`Room.accept` or :meth:`Room.reject`), or refuse.
+FilePolicy = Literal["auto", "ask", "refuse"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """Someone in the room, as :attr:`Room.members` lists them."""
+
+    peer: PeerInfo
+    secure: bool  #: the end-to-end session is up
+    verified: bool  #: their key was compared and marked verified
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What two people compare to verify each other (:meth:`Room.verification`)."""
+
+    peer: PeerInfo
+    own_fingerprint: str
+    sas: str  #: the short authentication string of the current session
+
+
+@dataclass
+class _Setup:
+    """What :meth:`Room.host` or :meth:`Room.join` was asked, for :meth:`Room.start`."""
+
+    role: Literal["host", "join"]
+    port: int = 0
+    limits: RelayLimits | None = None
+    connect: str | None = None
+    host_name: str | None = None
+    expect: bytes | None = None
+    timeout: float = 10.0
+    choose: Chooser | None = None
+
+
+class Room:
+    """A chat room, hosted or joined (module doc). Build it with :meth:`host` or
+    :meth:`join`; every method is for the event loop's thread."""
+
+    def __init__(
+        self,
+        setup: _Setup,
+        *,
+        name: str,
+        home: str | os.PathLike[str] | None,
+        interfaces: Sequence[str],
+        require_known: bool,
+        file_policy: FilePolicy,
+        file_dir: str | os.PathLike[str] | None,
+        limit_rate: float | None,
+        durable: bool,
+    ) -> None:
+        self.name = check_name(name, ConfigError)
+        self._setup = setup
+        self.home = resolve_home(home)
+        self.identity: Identity = load_identity(self.home)
+        self.trust = TrustStore.open(self.home)
+        self.bus: EventBus[Event] = EventBus()
+        #: nothing published before the first events() call is lost
+        self._first: Subscription[Event] | None = self.bus.subscribe()
+        self._interfaces, self._require_known = tuple(interfaces), require_known
+        if durable:
+            path = self.home / f"outbox-{setup.role}.bin"
+            self.outbox = Outbox(path, load_storage_key(self.home))
+        else:
+            self.outbox = Outbox()
+        directory = Path(file_dir).expanduser() if file_dir is not None else None
+        if file_policy == "auto":
+            if directory is None:
+                raise ConfigError("accepting files needs a directory")
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = f"cannot use {directory} for files: {exc.strerror or exc}"
+                raise ConfigError(msg) from exc
+        self.files = FileTransfers(
+            self.bus, policy=file_policy, directory=directory, limit_rate=limit_rate
+        )
+        self._seat: HostSeat | Link | None = None
+        self._stop = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+        self.hosting: Hosting | None = None  #: where we serve, once a host has started
+        self._left = False
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def host(
+        cls,
+        *,
+        name: str,
+        home: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        interfaces: Sequence[str] = (),
+        limits: RelayLimits | None = None,
+        require_known: bool = False,
+        file_policy: FilePolicy = "refuse",
+        file_dir: str | os.PathLike[str] | None = None,
+    ) -> Room:
+        """A room we host: relay + advertisement + our own participant."""
+        return cls(
+            _Setup("host", port=port, limits=limits),
+            name=name,
+            home=home,
+            interfaces=interfaces,
+            require_known=require_known,
+            file_policy=file_policy,
+            file_dir=file_dir,
+            limit_rate=None,
+            durable=True,
+        )
+
+    @classmethod
+    def join(
+        cls,
+        *,
+        name: str,
+        home: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        connect: str | None = None,
+        expect_fingerprint: bytes | None = None,
+        timeout: float = 10.0,
+        interfaces: Sequence[str] = (),
+        require_known: bool = False,
+        choose: Chooser | None = None,
+        file_policy: FilePolicy = "refuse",
+        file_dir: str | os.PathLike[str] | None = None,
+        limit_rate: float | None = None,
+        durable: bool = True,
+    ) -> Room:
+        """A room someone else hosts: found by ``host`` name (or the only one
+        seen, or ``choose`` among several), or at ``connect`` ("ADDR:PORT").
+        ``durable=False`` keeps the outbox in memory only (one-shot commands)."""
+        setup = _Setup(
+            "join",
+            connect=connect,
+            host_name=host,
+            expect=expect_fingerprint,
+            timeout=timeout,
+            choose=choose,
+        )
+        return cls(
+            setup,
+            name=name,
+            home=home,
+            interfaces=interfaces,
+            require_known=require_known,
+            file_policy=file_policy,
+            file_dir=file_dir,
+            limit_rate=limit_rate,
+            durable=durable,
+        )
+
+    async def start(self) -> None:
+        """Host, or find the host and connect with a secure session to it.
+        Raises a P2PChatError (each with its exit code) when that fails."""
+        s = self._setup
+        if s.role == "host":
+            seat = HostSeat(
+                self.identity,
+                self.name,
+                self.trust,
+                self.bus,
+                self.outbox,
+                port=s.port,
+                interfaces=self._interfaces,
+                limits=s.limits,
+                require_known=self._require_known,
+                files=self.files,
+            )
+            self._seat = seat
+            self.hosting = await seat.async_start()
+            return
+        deadline = time.monotonic() + s.timeout
+        target = await async_find_host(
+            connect=s.connect,
+            host_name=s.host_name,
+            expect=s.expect,
+            timeout=s.timeout,
+            interfaces=self._interfaces,
+            choose=s.choose,
+        )
+        link = Link(
+            self.identity,
+            self.name,
+            self.trust,
+            self.bus,
+            self.outbox,
+            require_known=self._require_known,
+            files=self.files,
+            connect=s.connect,
+            interfaces=self._interfaces,
+        )
+        self._seat = link
+        await link.async_connect(target, s.timeout, deadline)
+        self._keeper = asyncio.ensure_future(link.async_keep_up(self._stop))
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.leave()
+            raise
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.leave()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def participant(self) -> Participant | None:
+        return self._seat.participant if self._seat is not None else None
+
+    @property
+    def ended(self) -> RoomEnded | None:
+        """Why the room cannot go on, once that is so (else None)."""
+        return self._seat.ended if self._seat is not None else None
+
+    @property
+    def members(self) -> list[Member]:
+        """Everyone else here now (empty while reconnecting)."""
+        p = self.participant
+        if p is None:
+            return []
+        out = []
+        for info in p.peers:
+            pin = self.trust.get(info.fingerprint)
+            out.append(Member(info, p.is_ready(info.peer_id), bool(pin and pin.verified)))
+        return out
+
+    def events(self) -> Subscription[Event]:
+        """An async iterator of events; the first call also gets those that
+        happened since the room was built. It ends once the room is left."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return self.bus.subscribe()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait until ``predicate()`` holds (re-checked after every event); False on timeout."""
+        return await self.bus.wait_for(predicate, timeout)
+
+    # ------------------------------------------------------------ messages
+
+    def find(self, who: str | bytes, *, secure: bool = False) -> list[PeerInfo]:
+        """Members called ``who`` (a name) or with that fingerprint (bytes)."""
+        return [
+            m.peer
+            for m in self.members
+            if (m.peer.fingerprint == who if isinstance(who, bytes) else m.peer.name == who)
+            and (m.secure or not secure)
+        ]
+
+    async def send(self, text: str, *, to: str | bytes | None = None) -> bytes:
+        """Send ``text`` to everyone here, or to one member (name or fingerprint);
+        returns the message id. Delivery is reported by Delivered events.
+        Raises LocalProtocolError (text too long, nobody by that name)."""
+        p = self._require()
+        fp = None
+        if to is not None:
+            found = self.find(to)
+            if len(found) != 1:
+                raise LocalProtocolError(
+                    f"no one here is called {to!r}"
+                    if not found
+                    else f"several participants are called {to!r}"
+                )
+            fp = found[0].fingerprint
+        names = tuple(m.peer.name for m in self.members if fp is None or m.peer.fingerprint == fp)
+        msg_id = p.send_text(text, to=fp)
+        self.bus.publish(MessageSent(msg_id, text, names, fp is not None, msg_id in self.outbox))
+        return msg_id
+
+    @property
+    def all_delivered(self) -> bool:
+        """Every message we sent has been acknowledged by each of its recipients."""
+        return len(self.outbox) == 0
+
+    def undelivered(self) -> dict[bytes, list[str]]:
+        """Message ids not acknowledged yet, with who has not acknowledged them."""
+        p = self.participant
+        return p.undelivered() if p is not None else {}
+
+    # ------------------------------------------------------------ trust
+
+    def verification(self, who: str | bytes) -> Verification:
+        """What to compare with ``who`` (one member with a secure session)."""
+        found = self.find(who, secure=True)
+        if len(found) != 1:
+            raise LocalProtocolError(
+                f"no secure session with {who!r}" if not found else f"several are called {who!r}"
+            )
+        p = self._require()
+        sas = p.peer_sas(found[0].peer_id) or ""
+        return Verification(found[0], self.identity.fingerprint_text, sas)
+
+    def mark_verified(self, fingerprint: bytes, verified: bool = True) -> None:
+        """Record that this key was compared (or undo it)."""
+        self.trust.set_verified(fingerprint, verified)
+
+    # ------------------------------------------------------------ files
+
+    async def prepare_file(self, path: str | os.PathLike[str]) -> Prepared:
+        """Hash a file (in a worker thread) so it can be offered. Raises TransferError."""
+        return await self.files.async_prepare(Path(path))
+
+    async def send_file(
+        self, path: str | os.PathLike[str] | Prepared, *, to: str | bytes | None = None
+    ) -> list[bytes]:
+        """Offer a file to everyone with a secure session (or to one); returns the
+        transfer ids. Progress comes as File* events."""
+        prepared = path if isinstance(path, Prepared) else await self.prepare_file(path)
+        peers = self.find(to, secure=True) if to is not None else self.find_secure()
+        return [await self.files.async_offer(prepared, peer) for peer in peers]
+
+    def find_secure(self) -> list[PeerInfo]:
+        """Members with a secure session."""
+        return [m.peer for m in self.members if m.secure]
+
+    def transfers(self, prefix: str = "", *, pending: bool = False) -> list[Transfer]:
+        """Transfers not finished, whose id starts with ``prefix`` (offers only if ``pending``)."""
+        return self.files.find(prefix, pending=pending)
+
+    async def accept(
+        self, transfer: Transfer, directory: str | os.PathLike[str] | None = None
+    ) -> None:
+        await self.files.async_accept(transfer, Path(directory) if directory else None)
+
+    def reject(self, transfer: Transfer, reason: str = "declined") -> None:
+        """Refuse an offer, or stop receiving (the sender is told)."""
+        self.files.reject(transfer, reason)
+
+    # ------------------------------------------------------------ leaving
+
+    async def leave(self) -> None:
+        """Say goodbye to everyone and close (idempotent)."""
+        if self._left:
+            return
+        self._left = True
+        self._stop.set()
+        self.bus.notify()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        p = self.participant
+        if p is not None:
+            await p.async_close()
+        await self.files.async_close()
+        if self._seat is not None:
+            await self._seat.async_close()
+        self.outbox.save()
+        self.bus.close()
+
+    def _require(self) -> Participant:
+        p = self.participant
+        if p is None:
+            raise P2PChatError("the room has not started")
+        return p
