@@ -154,7 +154,7 @@ async def _send(room: Room, arg: str, console: Console) -> None:
 
 async def _decide(room: Room, cmd: str, arg: str, console: Console) -> None:
     """/accept [ID] and /reject [ID]: the one offer waiting, or the one whose id starts so."""
-    offers = room.transfers(arg, pending=True)
+    offers = room.files.find(arg, pending=True)
     if len(offers) != 1:
         if not offers:
             console.say("no file offer waiting" + (f" with id {sanitize(arg)}" if arg else ""))
@@ -165,10 +165,10 @@ async def _decide(room: Room, cmd: str, arg: str, console: Console) -> None:
     offer = offers[0]
     try:
         if cmd == "/accept":
-            await room.accept(offer)
+            await room.files.async_accept(offer)
             console.say(f"* accepted {sanitize(offer.name)}, saving it in {room.files.directory}")
         else:
-            room.reject(offer)
+            room.files.reject(offer)
     except P2PChatError as exc:
         console.say(f"! {exc}")
 
@@ -182,7 +182,7 @@ async def _reject(room: Room, arg: str, console: Console) -> None:
 
 
 async def _files(room: Room, rest: str, console: Console) -> None:
-    transfers: list[Transfer] = room.transfers()
+    transfers: list[Transfer] = room.files.transfers()
     if not transfers:
         console.say("no file transfers under way")
     for t in transfers:

@@ -84,7 +84,7 @@ async def run_send(args: argparse.Namespace) -> int:
     room.bus.add_sink(watch)
     stop = install_stop(room)
     deadline = time.monotonic() + args.timeout
-    hashing = asyncio.ensure_future(room.prepare_file(path))
+    hashing = asyncio.ensure_future(room.files.async_prepare(path))
     try:
         async with room:
             try:

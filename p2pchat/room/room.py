@@ -31,7 +31,7 @@ from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
 from p2pchat.room.host import Hosting, HostSeat
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
-from p2pchat.room.transfers import FileTransfers, Prepared, Transfer
+from p2pchat.room.transfers import FileTransfers, Prepared
 from p2pchat.store.identity import (
     Identity,
     TrustStore,
@@ -64,6 +64,23 @@ class Verification:
     peer: PeerInfo
     own_fingerprint: str
     sas: str  #: the short authentication string of the current session
+
+
+def _file_service(
+    bus: EventBus[Event],
+    policy: FilePolicy,
+    file_dir: str | os.PathLike[str] | None,
+    limit_rate: float | None,
+) -> FileTransfers:
+    directory = Path(file_dir).expanduser() if file_dir is not None else None
+    if policy == "auto":
+        if directory is None:
+            raise ConfigError("accepting files needs a directory")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot use {directory} for files: {exc.strerror or exc}") from exc
+    return FileTransfers(bus, policy=policy, directory=directory, limit_rate=limit_rate)
 
 
 @dataclass
@@ -111,18 +128,7 @@ class Room:
             self.outbox = Outbox(path, load_storage_key(self.home))
         else:
             self.outbox = Outbox()
-        directory = Path(file_dir).expanduser() if file_dir is not None else None
-        if file_policy == "auto":
-            if directory is None:
-                raise ConfigError("accepting files needs a directory")
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                msg = f"cannot use {directory} for files: {exc.strerror or exc}"
-                raise ConfigError(msg) from exc
-        self.files = FileTransfers(
-            self.bus, policy=file_policy, directory=directory, limit_rate=limit_rate
-        )
+        self.files = _file_service(self.bus, file_policy, file_dir, limit_rate)
         self._seat: HostSeat | Link | None = None
         self._stop = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
@@ -201,14 +207,11 @@ class Room:
     async def start(self) -> None:
         """Host, or find the host and connect with a secure session to it.
         Raises a P2PChatError (each with its exit code) when that fails."""
+        args = (self.identity, self.name, self.trust, self.bus, self.outbox)
         s = self._setup
         if s.role == "host":
             seat = HostSeat(
-                self.identity,
-                self.name,
-                self.trust,
-                self.bus,
-                self.outbox,
+                *args,
                 port=s.port,
                 interfaces=self._interfaces,
                 limits=s.limits,
@@ -228,11 +231,7 @@ class Room:
             choose=s.choose,
         )
         link = Link(
-            self.identity,
-            self.name,
-            self.trust,
-            self.bus,
-            self.outbox,
+            *args,
             require_known=self._require_known,
             files=self.files,
             connect=s.connect,
@@ -350,35 +349,22 @@ class Room:
 
     # ------------------------------------------------------------ files
 
-    async def prepare_file(self, path: str | os.PathLike[str]) -> Prepared:
-        """Hash a file (in a worker thread) so it can be offered. Raises TransferError."""
-        return await self.files.async_prepare(Path(path))
-
     async def send_file(
         self, path: str | os.PathLike[str] | Prepared, *, to: str | bytes | None = None
     ) -> list[bytes]:
         """Offer a file to everyone with a secure session (or to one); returns the
-        transfer ids. Progress comes as File* events."""
-        prepared = path if isinstance(path, Prepared) else await self.prepare_file(path)
+        transfer ids. Progress comes as File* events; ``room.files`` has the rest
+        (``async_prepare``, ``find``, ``async_accept``, ``reject``)."""
+        if isinstance(path, Prepared):
+            prepared = path
+        else:
+            prepared = await self.files.async_prepare(Path(path))
         peers = self.find(to, secure=True) if to is not None else self.find_secure()
         return [await self.files.async_offer(prepared, peer) for peer in peers]
 
     def find_secure(self) -> list[PeerInfo]:
         """Members with a secure session."""
         return [m.peer for m in self.members if m.secure]
-
-    def transfers(self, prefix: str = "", *, pending: bool = False) -> list[Transfer]:
-        """Transfers not finished, whose id starts with ``prefix`` (offers only if ``pending``)."""
-        return self.files.find(prefix, pending=pending)
-
-    async def accept(
-        self, transfer: Transfer, directory: str | os.PathLike[str] | None = None
-    ) -> None:
-        await self.files.async_accept(transfer, Path(directory) if directory else None)
-
-    def reject(self, transfer: Transfer, reason: str = "declined") -> None:
-        """Refuse an offer, or stop receiving (the sender is told)."""
-        self.files.reject(transfer, reason)
 
     # ------------------------------------------------------------ leaving
 
