@@ -25,7 +25,6 @@ import ipaddress
 import logging
 import re
 import secrets
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -51,6 +50,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from p2pchat.config import MAX_NAME_BYTES, PROTOCOL_VERSION, SERVICE_TYPE
 from p2pchat.errors import ConfigError, DiscoveryError
+from p2pchat.proto.text import clean_label, replace_label, truncate_utf8
 
 __all__ = [
     "Advertiser",
@@ -73,10 +73,6 @@ _VERSION_RE: Final = re.compile(r"[0-9]{1,6}")
 _MAX_LABEL_BYTES: Final = 63 - 4
 _DEFAULT_LABEL: Final = "p2pchat"
 _TYPE_SUFFIX: Final = "." + SERVICE_TYPE
-
-#: Zero-width (non-)joiners are format characters, but emoji and several
-#: scripts need them; every other control/format/unassigned character is refused.
-_ALLOWED_FORMAT_CHARS: Final = frozenset("\u200c\u200d")
 
 #: RFC 1035 numbers for the one query we build ourselves.
 _TYPE_PTR: Final = 12
@@ -102,38 +98,13 @@ class HostInfo:
 # --------------------------------------------------------------------------- TXT
 
 
-def _clean_name(text: str) -> str | None:
-    """``text`` if it is an acceptable display name, else None."""
-    if not text.strip() or len(text.encode("utf-8")) > MAX_NAME_BYTES:
-        return None
-    for ch in text:
-        if unicodedata.category(ch)[0] == "C" and ch not in _ALLOWED_FORMAT_CHARS:
-            return None
-    return text
-
-
-def _sanitize(text: str) -> str:
-    """Replace every control/format/unassigned character, for untrusted labels."""
-    return "".join(
-        "?" if unicodedata.category(ch)[0] == "C" and ch not in _ALLOWED_FORMAT_CHARS else ch
-        for ch in text
-    )
-
-
-def _truncate_utf8(text: str, limit: int) -> str:
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    return data[:limit].decode("utf-8", errors="ignore")
-
-
 def _fp_text(fingerprint: bytes) -> str:
     return base64.b32encode(fingerprint).decode("ascii").rstrip("=")
 
 
 def encode_txt(name: str, fingerprint: bytes, version: int) -> dict[str, str]:
     """The TXT properties a host advertises. Raises ValueError on bad input."""
-    if _clean_name(name) is None:
+    if clean_label(name) is None:
         raise ValueError(f"not an acceptable display name: {name!r}")
     if len(fingerprint) != _FINGERPRINT_LEN:
         raise ValueError(f"fingerprint must be {_FINGERPRINT_LEN} bytes, not {len(fingerprint)}")
@@ -186,7 +157,7 @@ def parse_txt(props: Mapping[bytes, bytes | None]) -> tuple[str | None, bytes | 
     raw = values.get(b"name")
     if raw is not None:
         try:
-            name = _clean_name(raw.decode("utf-8"))
+            name = clean_label(raw.decode("utf-8"))
         except UnicodeDecodeError:
             name = None
 
@@ -318,8 +289,8 @@ def _advertised_addresses(addresses: Sequence[str], bind: Sequence[str]) -> list
 def _instance_label(name: str) -> str:
     """A DNS-SD instance label for ``name``: no dots or control characters, and
     short enough that zeroconf's "-N" rename still fits in 63 bytes."""
-    label = _sanitize(name).replace(".", "-").replace("\\", "-").strip()
-    label = _truncate_utf8(label, _MAX_LABEL_BYTES).strip()
+    label = replace_label(name).replace(".", "-").replace("\\", "-").strip()
+    label = truncate_utf8(label, _MAX_LABEL_BYTES).strip()
     return label or _DEFAULT_LABEL
 
 
@@ -456,7 +427,7 @@ def _host_from_info(info: AsyncServiceInfo) -> HostInfo | None:
     if name is None:
         instance = info.name
         label = instance[: -len(_TYPE_SUFFIX)] if instance.lower().endswith(_TYPE_SUFFIX) else ""
-        name = _truncate_utf8(_sanitize(label or instance), MAX_NAME_BYTES)
+        name = truncate_utf8(replace_label(label or instance), MAX_NAME_BYTES)
     return HostInfo(
         instance=info.name,
         name=name,

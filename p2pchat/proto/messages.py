@@ -10,14 +10,14 @@ docs/PROTOCOL.md.
 from __future__ import annotations
 
 import struct
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeAlias
 
-from p2pchat.config import MAX_NAME_BYTES, MAX_TEXT_BYTES
+from p2pchat.config import MAX_TEXT_BYTES
 from p2pchat.errors import HandshakeError, MalformedFrameError, P2PChatError, RemoteProtocolError
 from p2pchat.proto.framing import PREFIX, pack, unpack
+from p2pchat.proto.text import check_name, clean_reason
 
 __all__ = [
     "HS_TAG",
@@ -54,7 +54,6 @@ __all__ = [
 
 MAX_PEER_ID: Final = 2**31 - 1
 MAX_KEY_DER: Final = 1200  # an 8192-bit RSA SubjectPublicKeyInfo is 1062 bytes
-MAX_REASON: Final = 200
 MAX_VERSIONS: Final = 16
 #: First byte of an envelope payload that carries a handshake message.
 HS_TAG: Final = 0x01
@@ -94,30 +93,6 @@ def _versions(m: dict[str, Any], err: type[RemoteProtocolError]) -> tuple[int, .
     ):
         raise err("versions must be 1 to 16 integers")
     return tuple(versions)
-
-
-def _is_unsafe(ch: str) -> bool:
-    # control, format (bidi overrides), separators other than space, unassigned, surrogates
-    return unicodedata.category(ch)[0] in "CZ" and ch != " "
-
-
-def clean_reason(text: str) -> str:
-    """A peer's free-text reason, made safe to print and log: at most 200
-    characters, every control, format or separator character but the space
-    replaced by U+FFFD (it reaches terminals and log files)."""
-    return "".join("\ufffd" if _is_unsafe(ch) else ch for ch in text[:MAX_REASON])
-
-
-def check_name(name: object, err: type[P2PChatError] = MalformedFrameError) -> str:
-    """A display name: 1 to 64 UTF-8 bytes, no control or formatting characters,
-    no leading or trailing space."""
-    if not isinstance(name, str):
-        raise err("name is not a string")
-    if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise err(f"name must be 1 to {MAX_NAME_BYTES} bytes")
-    if name != name.strip() or any(_is_unsafe(ch) for ch in name):
-        raise err("name contains control, formatting or surrounding space characters")
-    return name
 
 
 def check_text(text: object, err: type[P2PChatError] = MalformedFrameError) -> str:

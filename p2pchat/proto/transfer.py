@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import enum
 import math
-import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from p2pchat.errors import TransferError
 from p2pchat.proto.app import MAX_CHUNK, FileAccept, FileOffer, file_id
+from p2pchat.proto.text import MAX_SAFE_NAME_BYTES, safe_filename, split_ext, truncate_utf8
 
 __all__ = [
     "CHECKPOINT_BYTES",
@@ -49,79 +49,16 @@ MAX_IN_FLIGHT: Final = 2 * WINDOW * CHUNK_SIZE
 CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
 #: Progress is reported at most this often per transfer (seconds).
 PROGRESS_INTERVAL: Final = 0.5
-#: A received file's name on disk, at most (room left for " (N)" and ".KEY.part").
-MAX_SAFE_NAME_BYTES: Final = 200
 
 
 # ---------------------------------------------------------------- names
-
-#: Names Windows reserves for devices, whatever the extension ("NUL.txt" too).
-_RESERVED: Final = frozenset(
-    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
-    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in [*"123456789", "¹", "²", "³"]}
-)
-#: Characters no Windows file name may hold (the separators among them).
-_FORBIDDEN: Final = frozenset('<>:"/\\|?*')
-#: Our own working files; a received file never takes such a name.
-_OWN_SUFFIXES: Final = (".part", ".resume")
-
-
-def _unsafe(ch: str) -> bool:
-    # control, format (bidi overrides, zero-width), surrogates, private use,
-    # unassigned, line and paragraph separators
-    cat = unicodedata.category(ch)
-    return cat[0] == "C" or cat in ("Zl", "Zp") or ch in _FORBIDDEN
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
-
-
-def _split_ext(name: str) -> tuple[str, str]:
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        return name, ""
-    return stem, "." + ext
-
-
-def safe_filename(name: str) -> str:
-    """A file name to store ``name`` (from the network) under: one path component
-    that cannot leave the directory it is joined to, show up hidden, name a
-    device, or hold control characters.
-
-    The last component of any ``/`` or ``\\`` path is kept, a drive letter
-    dropped, control/format characters and ``<>:"|?*`` replaced by ``_``,
-    leading and trailing dots and spaces stripped, a Windows device name
-    prefixed with ``_``, our own ``.part``/``.resume`` suffixes defused, and the
-    result cut to 200 UTF-8 bytes (keeping a short extension). An empty result
-    becomes ``file``. Never raises."""
-    name = unicodedata.normalize("NFC", name)
-    parts = [p for p in name.replace("\\", "/").split("/") if p.strip(" .")]
-    base = parts[-1] if parts else ""
-    if len(base) >= 2 and base[1] == ":" and base[0].isascii() and base[0].isalpha():
-        base = base[2:]  # "C:evil.exe", drive-relative
-    base = "".join("_" if _unsafe(ch) else ch for ch in base).strip(" .")
-    if not base:
-        base = "file"
-    if base.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
-        base = "_" + base
-    if base.lower().endswith(_OWN_SUFFIXES):
-        base += "_"
-    if len(base.encode("utf-8")) > MAX_SAFE_NAME_BYTES:
-        stem, ext = _split_ext(base)
-        if len(ext.encode("utf-8")) > 16:
-            stem, ext = base, ""
-        stem = _cut(stem, MAX_SAFE_NAME_BYTES - len(ext.encode("utf-8"))).rstrip(" .")
-        base = (stem or "file") + ext
-    return base
 
 
 def numbered(name: str, n: int) -> str:
     """The ``n``-th alternative to an existing ``name``: ``report (1).pdf``."""
     if n == 0:
         return name
-    stem, ext = _split_ext(name)
+    stem, ext = split_ext(name)
     return f"{stem} ({n}){ext}"
 
 
@@ -132,10 +69,10 @@ def offer_name(local_name: str, limit: int = 255) -> str:
     text = local_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if len(text.encode("utf-8")) <= limit:
         return text or "file"
-    stem, ext = _split_ext(text)
+    stem, ext = split_ext(text)
     if len(ext.encode("utf-8")) > 16:
         stem, ext = text, ""
-    return _cut(stem, limit - len(ext.encode("utf-8"))) + ext
+    return truncate_utf8(stem, limit - len(ext.encode("utf-8"))) + ext
 
 
 # ---------------------------------------------------------------- state machines
