@@ -425,13 +425,16 @@ async def w_relay(args: dict[str, Any], cmds: Commands) -> None:
 def _participant(home: str, name: str, on_event: Callable[[Any], None]) -> Any:
     """A Participant as ``p2pchat join`` builds one: this home's identity, pins
     and persisted (encrypted) outbox."""
+    from p2pchat.room.bus import EventBus
     from p2pchat.room.participant import Participant
     from p2pchat.store.identity import TrustStore, load_identity, load_storage_key
     from p2pchat.store.outbox import Outbox
 
     path = Path(home)
     outbox = Outbox(path / "outbox-bench.bin", load_storage_key(path))
-    return Participant(load_identity(path), name, TrustStore.open(path), on_event, outbox=outbox)
+    bus: EventBus[Any] = EventBus()
+    bus.add_sink(on_event)
+    return Participant(load_identity(path), name, TrustStore.open(path), bus, outbox=outbox)
 
 
 def _settled(p: Any) -> bool:
@@ -442,7 +445,7 @@ def _settled(p: Any) -> bool:
 
 async def w_p_recv(args: dict[str, Any], cmds: Commands) -> None:
     """Receivers: one Participant per home, all in this process."""
-    from p2pchat.room.participant import MessageReceived
+    from p2pchat.room.events import MessageReceived
 
     state: dict[str, Any] = {"count": 0, "lat": []}
 
@@ -459,7 +462,7 @@ async def w_p_recv(args: dict[str, Any], cmds: Commands) -> None:
             await p.async_connect(LOOPBACK, args["port"], 10.0)
             parts.append(p)
             # the newcomer initiates with everyone present; wait for those sessions
-            await p.async_wait(lambda p=p: _settled(p), 30.0)
+            await p.bus.wait_for(lambda p=p: _settled(p), 30.0)
         refused = sum(len(p.refusals) for p in parts)
         emit("ready", refused=refused)
         while (cmd := await cmds.next()) is not None:
@@ -473,7 +476,7 @@ async def w_p_recv(args: dict[str, Any], cmds: Commands) -> None:
 async def w_p_send(args: dict[str, Any], cmds: Commands) -> None:
     """The sender: one Participant; waits for a session with ``peers`` peers,
     then runs the latency or throughput mode."""
-    from p2pchat.room.participant import Delivered
+    from p2pchat.room.events import Delivered
 
     acked = [0]
     sent_at: dict[bytes, int] = {}
@@ -491,7 +494,7 @@ async def w_p_send(args: dict[str, Any], cmds: Commands) -> None:
     await p.async_connect(LOOPBACK, args["port"], 10.0)
     try:
         want = args["peers"]
-        ok = await p.async_wait(lambda: sum(p.is_ready(i.peer_id) for i in p.peers) >= want, 60.0)
+        ok = await p.bus.wait_for(lambda: sum(p.is_ready(i.peer_id) for i in p.peers) >= want, 60.0)
         if not ok:
             raise BenchError(f"sender: sessions with {want} peers not ready within 60 s")
         await asyncio.sleep(0.1)  # the responders have finished _on_ready
@@ -506,7 +509,7 @@ async def w_p_send(args: dict[str, Any], cmds: Commands) -> None:
                 mid = p.send_text(f"T{t0:020d}".ljust(size, "."))
                 sent_at[mid] = t0
                 await asyncio.sleep(args["gap"])
-            if not await p.async_wait(lambda: len(p.outbox) == 0, 10.0):
+            if not await p.bus.wait_for(lambda: len(p.outbox) == 0, 10.0):
                 raise BenchError("sender: messages not acknowledged within 10 s")
             emit("result", rtt=confirm)
             return
@@ -523,11 +526,11 @@ async def w_p_send(args: dict[str, Any], cmds: Commands) -> None:
         while time.monotonic() < end:
             while len(p.outbox) < window:
                 p.send_text(text)
-            await p.async_wait(
+            await p.bus.wait_for(
                 lambda: len(p.outbox) <= window // 2, max(0.01, end - time.monotonic())
             )
         await asyncio.sleep(0.01)
-        drained = await p.async_wait(lambda: len(p.outbox) == 0, 30.0)
+        drained = await p.bus.wait_for(lambda: len(p.outbox) == 0, 30.0)
         (t0, a0), (t1, a1) = marks["start"], marks["end"]
         emit("result", rate=(a1 - a0) / (t1 - t0), acked=a1 - a0, seconds=t1 - t0, drained=drained)
     finally:
@@ -545,7 +548,7 @@ async def w_hs_load(args: dict[str, Any], cmds: Commands) -> None:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
     from p2pchat.proto.oaep import OAEP_PADDING
-    from p2pchat.room.participant import SessionReady
+    from p2pchat.room.events import SessionReady
     from p2pchat.store.identity import load_identity
 
     # 1. one loopback round trip between two asyncio processes (64 bytes)
@@ -606,7 +609,7 @@ async def w_hs_load(args: dict[str, Any], cmds: Commands) -> None:
         t0 = time.perf_counter_ns()
         await p.async_connect(LOOPBACK, args["port"], 10.0)
         t1 = time.perf_counter_ns()
-        ok = await p.async_wait(
+        ok = await p.bus.wait_for(
             lambda p=p: bool(cur["ready"] or p.refusals or p.disconnected), 10.0
         )
         await p.async_close()
