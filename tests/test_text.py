@@ -193,7 +193,11 @@ def test_clean_reason_examples() -> None:
 
 @given(st.text(st.characters(), max_size=40))
 def test_labels_are_unchanged(text: str) -> None:
-    assert clean_label(text) == old_clean_name(text)
+    try:
+        expected = old_clean_name(text)
+    except UnicodeEncodeError:  # the old rule raised on a lone surrogate: now refused
+        expected = None
+    assert clean_label(text) == expected
     assert replace_label(text) == old_label(text)
 
 

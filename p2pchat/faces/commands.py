@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from p2pchat.errors import P2PChatError
-from p2pchat.faces.lines import sanitize
-from p2pchat.room import Room, Transfer, format_size
+from p2pchat.room import Room, Transfer, format_size, sanitize
 
 __all__ = ["HELP", "Console", "async_run_command"]
 

@@ -13,7 +13,6 @@ import json
 import shlex
 import sys
 import time
-import unicodedata
 from typing import Any, TextIO
 
 from p2pchat.room import (
@@ -40,9 +39,10 @@ from p2pchat.room import (
     format_duration,
     format_fingerprint,
     format_size,
+    sanitize,
 )
 
-__all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning", "sanitize"]
+__all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning"]
 
 #: The hint added when line mode refuses a file.
 ACCEPT_HINT = "start with --accept-files DIR to receive files"
@@ -52,18 +52,6 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     """``[#########-----------]``: ``done`` of ``total`` as a fixed-width bar."""
     filled = width if total <= 0 else min(width, done * width // total)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def sanitize(text: str) -> str:
-    """``text`` with every control, format or line/paragraph separator escaped."""
-    out = []
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:

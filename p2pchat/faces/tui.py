@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from p2pchat.faces.commands import HELP, async_run_command
-from p2pchat.faces.lines import describe_file_event, mismatch_warning, sanitize
+from p2pchat.faces.lines import describe_file_event, mismatch_warning
 from p2pchat.room import (
     Connected,
     Delivered,
@@ -37,6 +37,7 @@ from p2pchat.room import (
     SessionReady,
     Trust,
     format_fingerprint,
+    sanitize,
 )
 
 __all__ = ["HELP", "run_interactive"]

@@ -129,11 +129,11 @@ def check_name(name: object, err: type[P2PChatError] = MalformedFrameError) -> s
 
 def clean_label(text: str) -> str | None:
     """``text`` if it is an acceptable advertised (mDNS TXT) display name, else
-    None: not blank, at most 64 UTF-8 bytes, nothing :func:`is_label_unsafe`.
-    Raises UnicodeEncodeError on a lone surrogate."""
-    if not text.strip() or len(text.encode("utf-8")) > MAX_NAME_BYTES:
+    None: not blank, nothing :func:`is_label_unsafe` (a lone surrogate is),
+    at most 64 UTF-8 bytes."""
+    if not text.strip() or any(is_label_unsafe(ch) for ch in text):
         return None
-    if any(is_label_unsafe(ch) for ch in text):
+    if len(text.encode("utf-8")) > MAX_NAME_BYTES:
         return None
     return text
 

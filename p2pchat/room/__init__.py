@@ -10,7 +10,7 @@ from p2pchat.errors import ExitCode, describe_error
 from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
 from p2pchat.net.relay import RelayLimits
 from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
-from p2pchat.proto.messages import check_name
+from p2pchat.proto.text import check_name, sanitize
 from p2pchat.proto.transfer import Phase, format_duration, format_size
 from p2pchat.room.events import (
     Connected,
@@ -85,4 +85,5 @@ __all__ = [
     "parse_fingerprint",
     "resolve_home",
     "resolve_interfaces",
+    "sanitize",
 ]
