@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from p2pchat.errors import ExitCode
 from p2pchat.proto.keys import format_fingerprint
 
 __all__ = [
@@ -221,7 +222,7 @@ class RoomEnded:
     host's own relay connection was lost. ``exit_code`` is what a command exits with."""
 
     reason: str
-    exit_code: int
+    exit_code: ExitCode
     by_host: bool = False  #: the host ended the chat on purpose
 
 

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from p2pchat.errors import P2PChatError
+from p2pchat.errors import ExitCode, P2PChatError
 from p2pchat.net.discovery import Advertiser, resolve_interfaces
 from p2pchat.net.relay import Relay, RelayLimits
 from p2pchat.room.bus import EventBus
@@ -63,7 +63,8 @@ class HostSeat:
     def _watch(self, event: Event) -> None:
         # the host's own participant lost its relay: nothing left to host for
         if isinstance(event, Disconnected) and self.ended is None:
-            self.ended = RoomEnded(f"the host's own participant lost its relay: {event.reason}", 1)
+            reason = f"the host's own participant lost its relay: {event.reason}"
+            self.ended = RoomEnded(reason, ExitCode.FAILURE)
             self.bus.publish(self.ended)
 
     async def async_start(self) -> Hosting:

@@ -22,6 +22,7 @@ from p2pchat.errors import (
     BrokenConnectionError,
     ConfigError,
     DiscoveryError,
+    ExitCode,
     KeyMismatchError,
     P2PChatError,
     RefusedError,
@@ -204,7 +205,7 @@ class Link:
         self.host_fp = next(p.fingerprint for p in participant.peers if p.peer_id == host_id)
         return participant
 
-    def _end(self, reason: str, exit_code: int, *, by_host: bool = False) -> None:
+    def _end(self, reason: str, exit_code: ExitCode, *, by_host: bool = False) -> None:
         self.ended = RoomEnded(reason, exit_code, by_host)
         self.bus.publish(self.ended)
 
@@ -223,7 +224,7 @@ class Link:
                 return
             if current.host_said_goodbye:
                 # the host ended the chat on purpose: nothing to reconnect to
-                self._end("the host closed the chat", 1, by_host=True)
+                self._end("the host closed the chat", ExitCode.FAILURE, by_host=True)
                 return
             last_error = ""
             while not stop.is_set():
