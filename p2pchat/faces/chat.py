@@ -16,7 +16,7 @@ from typing import Any
 
 from p2pchat.errors import LocalProtocolError
 from p2pchat.faces.lines import LineOutput
-from p2pchat.room import ExitCode, FilePolicy, HostInfo, RelayLimits, Room, format_fingerprint
+from p2pchat.room import ExitCode, FilePolicy, HostInfo, RelayLimits, Room, host_listing
 
 __all__ = ["install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
 
@@ -158,12 +158,7 @@ async def _host_lines(room: Room, out: LineOutput, stop: asyncio.Event) -> None:
 
 async def choose_host(hosts: list[HostInfo]) -> HostInfo | None:
     """The picker on a terminal: list the hosts, ask for a name."""
-    listing = "\n".join(
-        f"  {h.name:20} {', '.join(h.addresses)} port {h.port}  "
-        f"{format_fingerprint(h.fingerprint) if h.fingerprint else '(no fingerprint)'}"
-        for h in hosts
-    )
-    print(f"Several hosts found:\n{listing}", file=sys.stderr)
+    print(f"Several hosts found:\n{host_listing(hosts)}", file=sys.stderr)
     choice = (await asyncio.to_thread(input, "Join which one (name)? ")).strip()
     return next((h for h in hosts if h.name == choice), None)
 

@@ -42,7 +42,13 @@ from p2pchat.room import (
     sanitize,
 )
 
-__all__ = ["LineOutput", "describe_file_event", "file_json", "mismatch_warning"]
+__all__ = [
+    "LineOutput",
+    "describe_file_event",
+    "describe_link_event",
+    "file_json",
+    "mismatch_warning",
+]
 
 #: The hint added when line mode refuses a file.
 ACCEPT_HINT = "start with --accept-files DIR to receive files"
@@ -73,6 +79,16 @@ def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
         "and connect again.",
     ]
     return "\n".join(lines)
+
+
+def describe_link_event(event: Connected | Reconnecting | Reconnected) -> list[str]:
+    """The status lines for a change of the joiner's link to the host."""
+    if isinstance(event, Connected):
+        return [f"connected to {event.address}:{event.port}"]
+    if isinstance(event, Reconnected):
+        return ["reconnected; sending what was not delivered"]
+    failed = [f"reconnect failed: {event.last_error}"] if event.last_error else []
+    return [*failed, f"reconnecting in {event.delay:.1f} s (attempt {event.attempt})"]
 
 
 def _peer_json(peer: PeerInfo) -> dict[str, Any]:
@@ -207,14 +223,9 @@ class LineOutput:
         if isinstance(event, MessageSent):
             if self.json_mode:
                 self.json("sent", id=event.msg_id.hex(), text=event.text, to=list(event.to))
-        elif isinstance(event, Connected):
-            self.status(f"connected to {event.address}:{event.port}")
-        elif isinstance(event, Reconnecting):
-            if event.last_error:
-                self.status(f"reconnect failed: {event.last_error}")
-            self.status(f"reconnecting in {event.delay:.1f} s (attempt {event.attempt})")
-        elif isinstance(event, Reconnected):
-            self.status("reconnected; sending what was not delivered")
+        elif isinstance(event, Connected | Reconnecting | Reconnected):
+            for line in describe_link_event(event):
+                self.status(line)
         elif isinstance(event, RoomEnded):
             if event.by_host:
                 self.status(event.reason)

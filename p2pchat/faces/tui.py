@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from p2pchat.faces.commands import HELP, async_run_command
-from p2pchat.faces.lines import describe_file_event, mismatch_warning
+from p2pchat.faces.lines import describe_file_event, describe_link_event, mismatch_warning
 from p2pchat.room import (
     Connected,
     Delivered,
@@ -67,14 +67,9 @@ class _Screen:
             self.texts[event.msg_id] = event.text
             who = f"you to {event.to[0]} only" if event.direct and event.to else "you"
             self.say(f"{who}: {sanitize(event.text)}  (sending…)")
-        elif isinstance(event, Connected):
-            self.say(f"* connected to {event.address}:{event.port}")
-        elif isinstance(event, Reconnecting):
-            if event.last_error:
-                self.say(f"! reconnect failed: {event.last_error}")
-            self.say(f"* reconnecting in {event.delay:.1f} s (attempt {event.attempt})")
-        elif isinstance(event, Reconnected):
-            self.say("* reconnected; sending what was not delivered")
+        elif isinstance(event, Connected | Reconnecting | Reconnected):
+            for line in describe_link_event(event):
+                self.say(f"{'!' if line.startswith('reconnect failed') else '*'} {line}")
         elif isinstance(event, RoomEnded):
             self.say(f"! {event.reason}")
         elif isinstance(event, MessageReceived):

@@ -36,6 +36,7 @@ from p2pchat.room.events import (
     Trust,
 )
 from p2pchat.room.host import Hosting
+from p2pchat.room.link import host_listing
 from p2pchat.room.room import FilePolicy, Member, Room, Verification
 from p2pchat.room.transfers import Prepared, Transfer
 from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
@@ -81,6 +82,7 @@ __all__ = [
     "format_duration",
     "format_fingerprint",
     "format_size",
+    "host_listing",
     "load_identity",
     "parse_fingerprint",
     "resolve_home",

@@ -36,7 +36,7 @@ from p2pchat.room.participant import FileHandler, Participant
 from p2pchat.store.identity import Identity, TrustStore
 from p2pchat.store.outbox import Outbox
 
-__all__ = ["Chooser", "Link", "Target", "async_find_host", "parse_connect"]
+__all__ = ["Chooser", "Link", "Target", "async_find_host", "host_listing", "parse_connect"]
 
 RECONNECT_BASE = 0.5
 RECONNECT_CAP = 10.0
