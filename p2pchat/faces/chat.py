@@ -12,11 +12,14 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pchat.errors import LocalProtocolError
 from p2pchat.faces.lines import LineOutput
-from p2pchat.room import ExitCode, FilePolicy, HostInfo, RelayLimits, Room, host_listing
+from p2pchat.room import ExitCode, FilePolicy, RelayLimits, Room, host_listing
+
+if TYPE_CHECKING:
+    from p2pchat.room import HostInfo
 
 __all__ = ["install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
 

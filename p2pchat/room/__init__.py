@@ -1,45 +1,50 @@
 """The room layer: participants, delivery, transfers, and :class:`Room`, the public API.
 
 Faces (``p2pchat.faces``) import from this package only: :class:`Room`, its
-events, and the few helpers a face needs to show them.
+events, and the few helpers a face needs to show them. Each name loads its
+module on first use (PEP 562), so ``p2pchat id`` does not import zeroconf.
 """
 
 from __future__ import annotations
 
-from p2pchat.errors import ExitCode, describe_error
-from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
-from p2pchat.net.relay import RelayLimits
-from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
-from p2pchat.proto.text import check_name, sanitize
-from p2pchat.proto.transfer import Phase, format_duration, format_size
-from p2pchat.room.events import (
-    Connected,
-    Delivered,
-    Disconnected,
-    Event,
-    FileCompleted,
-    FileEvent,
-    FileFailed,
-    FileOffered,
-    FileProgress,
-    MessageReceived,
-    MessageSent,
-    PeerInfo,
-    PeerJoined,
-    PeerLeft,
-    PeerRefused,
-    Reconnected,
-    Reconnecting,
-    RefusalKind,
-    RoomEnded,
-    SessionReady,
-    Trust,
-)
-from p2pchat.room.host import Hosting
-from p2pchat.room.link import host_listing
-from p2pchat.room.room import FilePolicy, Member, Room, Verification
-from p2pchat.room.transfers import Prepared, Transfer
-from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from p2pchat.errors import ExitCode, describe_error
+    from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
+    from p2pchat.net.relay import RelayLimits
+    from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
+    from p2pchat.proto.text import check_name, sanitize
+    from p2pchat.proto.transfer import Phase, format_duration, format_size
+    from p2pchat.room.events import (
+        Connected,
+        Delivered,
+        Disconnected,
+        Event,
+        FileCompleted,
+        FileEvent,
+        FileFailed,
+        FileOffered,
+        FileProgress,
+        MessageReceived,
+        MessageSent,
+        PeerInfo,
+        PeerJoined,
+        PeerLeft,
+        PeerRefused,
+        Reconnected,
+        Reconnecting,
+        RefusalKind,
+        RoomEnded,
+        SessionReady,
+        Trust,
+    )
+    from p2pchat.room.host import Hosting
+    from p2pchat.room.link import host_listing
+    from p2pchat.room.room import FilePolicy, Member, Room, Verification
+    from p2pchat.room.transfers import Prepared, Transfer
+    from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
 __all__ = [
     "Connected",
@@ -89,3 +94,66 @@ __all__ = [
     "resolve_interfaces",
     "sanitize",
 ]
+
+#: where each exported name lives
+_WHERE = {
+    "Connected": "p2pchat.room.events",
+    "Delivered": "p2pchat.room.events",
+    "Disconnected": "p2pchat.room.events",
+    "Event": "p2pchat.room.events",
+    "ExitCode": "p2pchat.errors",
+    "FileCompleted": "p2pchat.room.events",
+    "FileEvent": "p2pchat.room.events",
+    "FileFailed": "p2pchat.room.events",
+    "FileOffered": "p2pchat.room.events",
+    "FilePolicy": "p2pchat.room.room",
+    "FileProgress": "p2pchat.room.events",
+    "HostInfo": "p2pchat.net.discovery",
+    "Hosting": "p2pchat.room.host",
+    "Member": "p2pchat.room.room",
+    "MessageReceived": "p2pchat.room.events",
+    "MessageSent": "p2pchat.room.events",
+    "PeerInfo": "p2pchat.room.events",
+    "PeerJoined": "p2pchat.room.events",
+    "PeerLeft": "p2pchat.room.events",
+    "PeerRefused": "p2pchat.room.events",
+    "Phase": "p2pchat.proto.transfer",
+    "Pin": "p2pchat.store.identity",
+    "Prepared": "p2pchat.room.transfers",
+    "Reconnected": "p2pchat.room.events",
+    "Reconnecting": "p2pchat.room.events",
+    "RefusalKind": "p2pchat.room.events",
+    "RelayLimits": "p2pchat.net.relay",
+    "Room": "p2pchat.room.room",
+    "RoomEnded": "p2pchat.room.events",
+    "SessionReady": "p2pchat.room.events",
+    "Transfer": "p2pchat.room.transfers",
+    "Trust": "p2pchat.room.events",
+    "TrustStore": "p2pchat.store.identity",
+    "Verification": "p2pchat.room.room",
+    "async_browse": "p2pchat.net.discovery",
+    "check_name": "p2pchat.proto.text",
+    "describe_error": "p2pchat.errors",
+    "format_duration": "p2pchat.proto.transfer",
+    "format_fingerprint": "p2pchat.proto.keys",
+    "format_size": "p2pchat.proto.transfer",
+    "host_listing": "p2pchat.room.link",
+    "load_identity": "p2pchat.store.identity",
+    "parse_fingerprint": "p2pchat.proto.keys",
+    "resolve_home": "p2pchat.store.identity",
+    "resolve_interfaces": "p2pchat.net.discovery",
+    "sanitize": "p2pchat.proto.text",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'p2pchat.room' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

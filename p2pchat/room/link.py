@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from p2pchat.errors import (
     BrokenConnectionError,
@@ -28,13 +29,15 @@ from p2pchat.errors import (
     RefusedError,
     TrustError,
 )
-from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import Connected, Event, Reconnected, Reconnecting, RoomEnded
 from p2pchat.room.participant import FileHandler, Participant
 from p2pchat.store.identity import Identity, TrustStore
 from p2pchat.store.outbox import Outbox
+
+if TYPE_CHECKING:
+    from p2pchat.net.discovery import HostInfo
 
 __all__ = ["Chooser", "Link", "Target", "async_find_host", "host_listing", "parse_connect"]
 
@@ -112,6 +115,8 @@ async def _discover(
     interfaces: Sequence[str],
     choose: Chooser | None,
 ) -> HostInfo:
+    from p2pchat.net.discovery import async_browse, resolve_interfaces  # zeroconf: only here
+
     bind = resolve_interfaces(interfaces)
     if host_name:
 
@@ -255,6 +260,8 @@ class Link:
         pinned fingerprint is advertised (the port may have changed)."""
         if self._connect:
             return Target((parse_connect(self._connect),), self.host_fp)
+        from p2pchat.net.discovery import async_browse, resolve_interfaces
+
         fp = self.host_fp
         hosts = await async_browse(
             timeout=RECONNECT_BROWSE,

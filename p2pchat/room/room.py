@@ -21,14 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from p2pchat.errors import ConfigError, LocalProtocolError, P2PChatError
 from p2pchat.net.relay import RelayLimits
 from p2pchat.proto.messages import check_name
 from p2pchat.room.bus import EventBus, Subscription
 from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
-from p2pchat.room.host import Hosting, HostSeat
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
 from p2pchat.room.transfers import FileTransfers, Prepared
@@ -40,6 +39,9 @@ from p2pchat.store.identity import (
     resolve_home,
 )
 from p2pchat.store.outbox import Outbox
+
+if TYPE_CHECKING:
+    from p2pchat.room.host import Hosting, HostSeat
 
 __all__ = ["FilePolicy", "Member", "Room", "Verification"]
 
@@ -210,6 +212,8 @@ class Room:
         args = (self.identity, self.name, self.trust, self.bus, self.outbox)
         s = self._setup
         if s.role == "host":
+            from p2pchat.room.host import HostSeat  # relay and mDNS: only for a host
+
             seat = HostSeat(
                 *args,
                 port=s.port,
