@@ -55,7 +55,7 @@ NO_HOST_HELP = (
 )
 
 #: Picks one of several hosts found (None: none of them).
-Chooser = Callable[[list[HostInfo]], Awaitable[HostInfo | None]]
+Chooser = Callable[[list["HostInfo"]], Awaitable["HostInfo | None"]]
 
 
 @dataclass(frozen=True, slots=True)
