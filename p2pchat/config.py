@@ -14,6 +14,10 @@ PROTOCOL_NAME: Final = b"p2pchat/1 RSA3072-OAEP-SHA256 X25519 HKDF-SHA256 AES256
 #: DNS-SD service type advertised by hosts.
 SERVICE_TYPE: Final = "_p2pchat._tcp.local."
 
+#: The TCP port a host listens on unless told otherwise (it falls back to a
+#: free port when this one is taken), and the one ``--connect ADDR`` assumes.
+DEFAULT_PORT: Final = 47474
+
 #: Largest frame body accepted once registered (bytes, after the 4-byte prefix).
 MAX_FRAME: Final = 1 << 20
 #: Largest frame body accepted before registration completes.

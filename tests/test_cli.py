@@ -236,12 +236,14 @@ def test_connect_refused(procs: ProcPool) -> None:
     assert "could not connect" in line
 
 
-@pytest.mark.parametrize("value", ["foo", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", ":80"])
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1:0", "127.0.0.1:99999", ":80", "[::1", "[::1]x", "127.0.0.1:abc"]
+)
 def test_bad_connect_value(procs: ProcPool, value: str) -> None:
     result = run_p2pchat("join", "--home", procs.home("alice"), *LOOPBACK, "--connect", value)
     assert result.returncode == 2, result  # README: 2 is bad usage
     line = assert_one_line_error(result.stderr)
-    assert "--connect wants ADDR:PORT" in line
+    assert "--connect wants ADDR[:PORT]" in line
     assert repr(value) in line
 
 

@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     host.add_argument("--name", default=None, help="your display name (default: user@host)")
     host.add_argument(
-        "--port", type=_port, default=0, help="TCP port to listen on (default: any free port)"
+        "--port",
+        type=_port,
+        default=None,
+        help="TCP port to listen on; 0: any free port (default: 47474, or a free port "
+        "if that one is taken)",
     )
     limits = host.add_argument_group("relay limits")
     limits.add_argument(
@@ -167,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("hostname", nargs="?", help="join the host with this name")
     join.add_argument("--name", default=None, help="your display name (default: user@host)")
     join.add_argument(
-        "--connect", metavar="ADDR:PORT", help="skip discovery and connect to ADDR:PORT"
+        "--connect",
+        metavar="ADDR[:PORT]",
+        help="skip discovery and connect to ADDR (port 47474 unless given)",
     )
     join.add_argument(
         "--timeout",
@@ -196,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--to", required=True, metavar="NAME", help="the participant to send it to")
     send.add_argument("--name", default=None, help="your display name (default: user@host)")
     send.add_argument(
-        "--connect", metavar="ADDR:PORT", help="skip discovery and connect to ADDR:PORT"
+        "--connect",
+        metavar="ADDR[:PORT]",
+        help="skip discovery and connect to ADDR (port 47474 unless given)",
     )
     send.add_argument(
         "--timeout",

@@ -8,9 +8,11 @@ participant loses the relay, there is nothing left to host, and the room ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from p2pchat.config import DEFAULT_PORT
 from p2pchat.errors import ExitCode, P2PChatError
 from p2pchat.net.discovery import Advertiser, resolve_interfaces
 from p2pchat.net.relay import Relay, RelayLimits
@@ -43,7 +45,7 @@ class HostSeat:
         bus: EventBus[Event],
         outbox: Outbox,
         *,
-        port: int = 0,
+        port: int | None = None,
         interfaces: Sequence[str] = (),
         limits: RelayLimits | None = None,
         require_known: bool = False,
@@ -51,6 +53,7 @@ class HostSeat:
     ) -> None:
         self.identity, self.name, self.bus = identity, name, bus
         self._port, self._interfaces = port, interfaces
+        self._limits = limits
         self.relay = Relay(limits, owner_key=identity.public_der)
         self.participant: Participant | None = Participant(
             identity, name, trust, bus, require_known=require_known, outbox=outbox, files=files
@@ -71,12 +74,7 @@ class HostSeat:
         """Listen, join our own relay, advertise. Raises P2PChatError."""
         interfaces = resolve_interfaces(self._interfaces)
         bind = interfaces or ["0.0.0.0"]  # noqa: S104 -- serving the LAN is the point
-        try:
-            served = await self.relay.async_start(bind, self._port)
-        except OSError as exc:
-            raise P2PChatError(
-                f"cannot listen on {', '.join(bind)} port {self._port}: {exc}"
-            ) from exc
+        served = await self._listen(bind)
         port = served[0][1]
         if not interfaces:
             # IPv6 too where the machine has it (discovery advertises its addresses)
@@ -95,6 +93,26 @@ class HostSeat:
         await self.advertiser.async_start()
         self.hosting = Hosting(port, tuple(self.advertiser.addresses), self.advertiser.instance)
         return self.hosting
+
+    async def _listen(self, bind: list[str]) -> list[tuple[str, int]]:
+        """Listen on ``bind``: on the port asked for, or (none asked) on the
+        default port, falling back to a free one when it is taken."""
+        wanted = DEFAULT_PORT if self._port is None else self._port
+        try:
+            return await self.relay.async_start(bind, wanted)
+        except OSError as exc:
+            in_use = (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE))
+            if self._port is None and exc.errno in in_use:
+                await self.relay.async_close()
+                self.relay = Relay(self._limits, owner_key=self.identity.public_der)
+                return await self._listen_any(bind)
+            raise P2PChatError(f"cannot listen on {', '.join(bind)} port {wanted}: {exc}") from exc
+
+    async def _listen_any(self, bind: list[str]) -> list[tuple[str, int]]:
+        try:
+            return await self.relay.async_start(bind, 0)
+        except OSError as exc:
+            raise P2PChatError(f"cannot listen on {', '.join(bind)}: {exc}") from exc
 
     async def async_close(self) -> None:
         """Say goodbye to everyone, withdraw the advertisement, stop the relay."""

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from p2pchat.config import DEFAULT_PORT
 from p2pchat.errors import (
     BrokenConnectionError,
     ConfigError,
@@ -51,7 +52,7 @@ NO_HOST_HELP = (
     "no p2pchat host found within {t:g} s. Likely causes: the host is on another network "
     "or VLAN; the Wi-Fi isolates clients from each other; a firewall blocks UDP port 5353 "
     "(mDNS) or the host's TCP port. If you know the host's address, use "
-    "'p2pchat join --connect ADDR:PORT'."
+    "'p2pchat join --connect ADDR[:PORT]'."
 )
 
 #: Picks one of several hosts found (None: none of them).
@@ -67,11 +68,22 @@ class Target:
 
 
 def parse_connect(value: str) -> tuple[str, int]:
-    """``ADDR:PORT`` (``[v6]:PORT`` too) as (address, port); raises ConfigError."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--connect wants ADDR:PORT, got {value!r}")
+    """``ADDR[:PORT]`` as (address, port): ``host``, ``host:port``, an IPv6
+    address alone (``fe80::1%eth0``) or in brackets (``[fe80::1%eth0]:47474``).
+    Without a port, the default port. Raises ConfigError."""
+    text = value.strip()
+    port = str(DEFAULT_PORT)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"--connect wants ADDR[:PORT], got {value!r}")
+        port = rest[1:] if rest else port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:  # a name, an IPv4 address, or an IPv6 address without a port
+        host = text
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--connect wants ADDR[:PORT], got {value!r}")
     return host, int(port)
 
 
@@ -136,7 +148,7 @@ async def _discover(
             raise DiscoveryError(
                 f"no host named {host_name!r} found within {timeout:g} s "
                 "(run 'p2pchat discover' to list the hosts that can be seen, or use "
-                "'p2pchat join --connect ADDR:PORT')"
+                "'p2pchat join --connect ADDR[:PORT]')"
             )
         raise DiscoveryError(NO_HOST_HELP.format(t=timeout))
     if len(hosts) == 1:

@@ -90,7 +90,7 @@ class _Setup:
     """What :meth:`Room.host` or :meth:`Room.join` was asked, for :meth:`Room.start`."""
 
     role: Literal["host", "join"]
-    port: int = 0
+    port: int | None = None
     limits: RelayLimits | None = None
     connect: str | None = None
     host_name: str | None = None
@@ -145,14 +145,15 @@ class Room:
         *,
         name: str,
         home: str | os.PathLike[str] | None = None,
-        port: int = 0,
+        port: int | None = None,
         interfaces: Sequence[str] = (),
         limits: RelayLimits | None = None,
         require_known: bool = False,
         file_policy: FilePolicy = "refuse",
         file_dir: str | os.PathLike[str] | None = None,
     ) -> Room:
-        """A room we host: relay + advertisement + our own participant."""
+        """A room we host: relay + advertisement + our own participant. ``port``
+        None: the default port (47474), or a free one if that is taken; 0: any."""
         return cls(
             _Setup("host", port=port, limits=limits),
             name=name,
@@ -184,7 +185,7 @@ class Room:
         durable: bool = True,
     ) -> Room:
         """A room someone else hosts: found by ``host`` name (or the only one
-        seen, or ``choose`` among several), or at ``connect`` ("ADDR:PORT").
+        seen, or ``choose`` among several), or at ``connect`` ("ADDR[:PORT]").
         ``durable=False`` keeps the outbox in memory only (one-shot commands)."""
         setup = _Setup(
             "join",

@@ -1,0 +1,98 @@
+"""Finding the host: --connect values, the default port, and falling back from it."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+from procs import ProcPool, start_host, start_join, wait_session
+
+from p2pchat.config import DEFAULT_PORT
+from p2pchat.errors import ConfigError
+from p2pchat.room.link import parse_connect
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:4000", ("127.0.0.1", 4000)),
+        ("127.0.0.1", ("127.0.0.1", DEFAULT_PORT)),
+        ("bob-laptop.local", ("bob-laptop.local", DEFAULT_PORT)),
+        ("bob-laptop.local:9", ("bob-laptop.local", 9)),
+        ("[::1]:4000", ("::1", 4000)),
+        ("[::1]", ("::1", DEFAULT_PORT)),
+        ("::1", ("::1", DEFAULT_PORT)),
+        ("fe80::1%eth0", ("fe80::1%eth0", DEFAULT_PORT)),
+        ("[fe80::1%eth0]:4000", ("fe80::1%eth0", 4000)),
+        (" 10.0.0.2:1 ", ("10.0.0.2", 1)),
+    ],
+)
+def test_connect_values(value: str, expected: tuple[str, int]) -> None:
+    assert parse_connect(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", ":80", "h:0", "h:65536", "h:x", "[::1", "[::1]4000", "[]:1"])
+def test_bad_connect_values(value: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("ADDR[:PORT]")):
+        parse_connect(value)
+
+
+def _default_port_free() -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the relay does
+        try:
+            s.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            return False
+    return True
+
+
+def test_the_host_takes_the_default_port_and_join_needs_no_port(procs: ProcPool) -> None:
+    if not _default_port_free():
+        pytest.skip(f"port {DEFAULT_PORT} is held by another program on this machine")
+    bob, port = start_host(procs, procs.home("bob"))
+    assert port == DEFAULT_PORT
+    alice = start_join(procs, procs.home("alice"), "--connect", "127.0.0.1")
+    wait_session(alice, "bob")
+    alice.send_line("no port typed")
+    bob.wait_for_line("stdout", "^alice: no port typed$")
+
+
+def test_a_taken_default_port_falls_back_to_a_free_one(procs: ProcPool) -> None:
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            blocker.bind(("0.0.0.0", DEFAULT_PORT))
+        except OSError:
+            pytest.skip(f"port {DEFAULT_PORT} is held by another program on this machine")
+        blocker.listen()
+        _bob, port = start_host(procs, procs.home("bob"))
+        assert port != DEFAULT_PORT
+        alice = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}")
+        wait_session(alice, "bob")
+
+
+def test_an_explicit_port_that_is_taken_is_an_error(procs: ProcPool) -> None:
+    from procs import run_p2pchat
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        result = run_p2pchat(
+            "host",
+            "--name",
+            "bob",
+            "--home",
+            procs.home("bob"),
+            "--interface",
+            "127.0.0.1",
+            "--port",
+            str(taken),
+        )
+    assert result.returncode == 1, result
+    assert result.stderr.strip().splitlines() == [
+        f"p2pchat: error: cannot listen on 127.0.0.1 port {taken}: "
+        + result.stderr.split(f"port {taken}: ", 1)[1].strip()
+    ]
