@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 
@@ -10,6 +11,7 @@ from procs import ProcPool, start_host, start_join, wait_session
 
 from p2pchat.config import DEFAULT_PORT
 from p2pchat.errors import ConfigError
+from p2pchat.net.dial import Attempt, async_race, describe_failure, rank
 from p2pchat.room.link import parse_connect
 
 
@@ -96,3 +98,72 @@ def test_an_explicit_port_that_is_taken_is_an_error(procs: ProcPool) -> None:
         f"p2pchat: error: cannot listen on 127.0.0.1 port {taken}: "
         + result.stderr.split(f"port {taken}: ", 1)[1].strip()
     ]
+
+
+# ---------------------------------------------------------------- ranking and racing
+
+NETS = [ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("fd00:77::/64")]
+
+
+def test_own_subnets_first_then_ipv4_then_ipv6_and_no_unscoped_link_local() -> None:
+    got = rank(
+        [
+            ("172.17.0.1", 1),  # docker0 of the host: not ours
+            ("fe80::1", 1),  # link-local without a scope: cannot be used
+            ("2001:db8::5", 1),
+            ("fe80::2%eth0", 1),
+            ("192.168.1.20", 1),  # our Wi-Fi
+            ("fd00:77::9", 1),  # ours too
+            ("bob.local", 1),
+            ("192.168.1.20", 1),  # duplicate
+        ],
+        NETS,
+    )
+    assert got == [
+        ("192.168.1.20", 1),
+        ("fd00:77::9", 1),
+        ("172.17.0.1", 1),
+        ("2001:db8::5", 1),
+        ("fe80::2%eth0", 1),
+        ("bob.local", 1),
+    ]
+
+
+async def test_a_refused_address_does_not_delay_the_next() -> None:
+    import asyncio
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    open_port = server.sockets[0].getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # a long stagger: the second attempt must start when the first fails, not after it
+        winner, failed = await async_race(
+            [("127.0.0.1", closed_port), ("127.0.0.1", open_port)], 10.0, stagger=5.0
+        )
+        assert loop.time() - start < 5.0
+        assert winner == ("127.0.0.1", open_port)
+        assert failed == [Attempt("127.0.0.1", closed_port, "refused")]
+        winner, failed = await async_race([("127.0.0.1", closed_port)], 1.0)
+        assert winner is None and [a.outcome for a in failed] == ["refused"]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_failures_are_said_by_phase() -> None:
+    timed_out = [Attempt("10.0.0.5", 47474, "timed out")]
+    assert describe_failure(timed_out, "bob") == (
+        "found bob, but its port does not answer: a firewall on that machine? "
+        "(10.0.0.5:47474 timed out)"
+    )
+    refused = [Attempt("::1", 1, "refused")]
+    assert describe_failure(refused, None) == (
+        "nothing listens there: is p2pchat host still running? ([::1]:1 refused)"
+    )
+    assert "not reachable from this network" in describe_failure(
+        [Attempt("10.0.0.5", 1, "unreachable"), Attempt("10.0.0.6", 1, "timed out")], "bob"
+    )

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_host_killed_and_restarted_on_another_port(private_lo: list[str], procs: ProcPool) -> None:
     home_bob, home_alice = procs.home("bob"), procs.home("alice")
-    bob, port = start_host(procs, home_bob, prefix=private_lo)
+    # --port 0: any free port, so that the restarted host is on another one
+    bob, port = start_host(procs, home_bob, "--port", "0", prefix=private_lo)
     alice = start_join(procs, home_alice, "bob", "--json", prefix=private_lo)
     wait_session(bob, "alice")
     alice.wait_for_event("session", timeout=20)
@@ -31,7 +32,7 @@ def test_host_killed_and_restarted_on_another_port(private_lo: list[str], procs:
     alice.send_line("two")
     alice.send_line("three")
 
-    bob2, port2 = start_host(procs, home_bob, prefix=private_lo)
+    bob2, port2 = start_host(procs, home_bob, "--port", "0", prefix=private_lo)
     assert port2 != port  # the port changed: found again by fingerprint, not address
     bob2.wait_for_line("stdout", "^alice: three$", timeout=40)
     alice.wait_for_line("stderr", "reconnected", timeout=10)

@@ -30,6 +30,14 @@ from p2pchat.errors import (
     RefusedError,
     TrustError,
 )
+from p2pchat.net.dial import (
+    Attempt,
+    async_race,
+    describe_failure,
+    local_networks,
+    outcome,
+    rank,
+)
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import Connected, Event, Reconnected, Reconnecting, RoomEnded
@@ -46,7 +54,7 @@ RECONNECT_BASE = 0.5
 RECONNECT_CAP = 10.0
 RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake included
 RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
-CONNECT_ATTEMPT = 5.0  # seconds for one address
+RETRY_PAUSE = 0.5  # seconds before racing the addresses again when all failed fast
 
 NO_HOST_HELP = (
     "no p2pchat host found within {t:g} s. Likely causes: the host is on another network "
@@ -65,6 +73,7 @@ class Target:
 
     addresses: tuple[tuple[str, int], ...]
     expected: bytes | None
+    name: str | None = None  #: the advertised name, when found by discovery
 
 
 def parse_connect(value: str) -> tuple[str, int]:
@@ -117,7 +126,7 @@ async def async_find_host(
                 "--expect-fingerprint; nothing was sent"
             )
         expected = expect or host.fingerprint
-    return Target(tuple((a, host.port) for a in host.addresses), expected)
+    return Target(tuple((a, host.port) for a in host.addresses), expected, host.name)
 
 
 async def _discover(
@@ -206,7 +215,7 @@ class Link:
             files=self.files,
         )
         self.participant = participant
-        await _connect_any(participant, target.addresses, deadline, self.bus)
+        await _connect_any(participant, target, deadline, self.bus)
         host_id = participant.host_id
         if host_id is None:
             raise P2PChatError("the relay did not say which participant is its host")
@@ -283,7 +292,7 @@ class Link:
         found = [h for h in hosts if h.fingerprint == fp]
         if not found:
             raise DiscoveryError("the host is not advertised right now")
-        return Target(tuple((a, found[0].port) for a in found[0].addresses), fp)
+        return Target(tuple((a, found[0].port) for a in found[0].addresses), fp, found[0].name)
 
     async def async_close(self) -> None:
         if self.participant is not None:
@@ -305,28 +314,41 @@ def host_failure(participant: Participant) -> P2PChatError | None:
 
 async def _connect_any(
     participant: Participant,
-    targets: Sequence[tuple[str, int]],
+    target: Target,
     deadline: float,
     bus: EventBus[Event],
 ) -> None:
-    errors: list[str] = []
-    for addr, port in targets:
+    """Race the target's addresses (net/dial.py), register with the first relay
+    that answers, and keep trying until ``deadline``: a host that is starting,
+    or an address that is not a p2pchat relay, does not end the attempt."""
+    candidates = rank(target.addresses, local_networks())
+    failures: dict[tuple[str, int], Attempt] = {}
+    not_relays: set[tuple[str, int]] = set()
+    while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        pool = [c for c in candidates if c not in not_relays]
+        if remaining <= 0 or not pool:
             break
+        winner, failed = await async_race(pool, remaining)
+        failures.update({(a.address, a.port): a for a in failed})
+        if winner is None:
+            # every address refused or failed fast: wait a little, the host may be starting
+            await asyncio.sleep(min(RETRY_PAUSE, max(0.0, deadline - time.monotonic())))
+            continue
+        addr, port = winner
         try:
-            await participant.async_connect(addr, port, min(remaining, CONNECT_ATTEMPT))
+            await participant.async_connect(addr, port, max(0.1, deadline - time.monotonic()))
         except (OSError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            errors.append(f"{addr}:{port}: {reason}")
+            failures[winner] = Attempt(addr, port, outcome(exc))
             continue
         except TrustError:
             raise
         except P2PChatError as exc:  # not a p2pchat relay there, or it refused us
-            errors.append(f"{addr}:{port}: {exc}")
+            failures[winner] = Attempt(addr, port, str(exc))
+            not_relays.add(winner)
             continue
         bus.publish(Connected(addr, port))
         return
     raise BrokenConnectionError(
-        "could not connect to the host: " + ("; ".join(errors) or "no address to try")
+        "could not connect to the host: " + describe_failure(list(failures.values()), target.name)
     )
