@@ -17,17 +17,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from p2pchat.net.relay import Relay, RelayLimits
 from p2pchat.proto.transfer import Phase
-from p2pchat.room.participant import (
+from p2pchat.room.bus import EventBus
+from p2pchat.room.events import (
     Event,
     FileCompleted,
     FileFailed,
     FileOffered,
     FileProgress,
     MessageReceived,
-    Participant,
     PeerInfo,
     SessionReady,
 )
+from p2pchat.room.participant import Participant
 from p2pchat.room.transfers import FileTransfers, Policy
 from p2pchat.store.identity import Identity, TrustStore
 
@@ -37,16 +38,19 @@ FAST = RelayLimits(rate_bytes=1 << 30, rate_burst=1 << 28)
 
 
 class Member:
-    def __init__(self, participant: Participant, files: FileTransfers, events: list[Event]) -> None:
+    def __init__(
+        self, participant: Participant, files: FileTransfers, events: list[Event], bus: EventBus
+    ) -> None:
         self.p = participant
         self.files = files
         self.events = events
+        self.bus = bus
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def until(self, predicate: Callable[[], bool], wait: float = WAIT) -> None:
-        assert await self.p.async_wait(predicate, wait), f"timed out; events: {self.events[-20:]}"
+        assert await self.bus.wait_for(predicate, wait), f"timed out; events: {self.events[-20:]}"
 
     def peer(self, other: Member) -> PeerInfo:
         return next(p for p in self.p.peers if p.fingerprint == other.p.identity.fingerprint)
@@ -55,8 +59,7 @@ class Member:
 async def reconnect(m: Member, port: int) -> Participant:
     """A new participant for ``m`` (same identity, same transfer service): what
     a joiner does after its connection drops."""
-    again = Participant(m.p.identity, m.p.name, m.p.trust, m.events.append, files=m.files)
-    m.files._wake = again._changed.set
+    again = Participant(m.p.identity, m.p.name, m.p.trust, m.bus, files=m.files)
     await again.async_connect("127.0.0.1", port, WAIT)
     m.p = again
     return again
@@ -77,22 +80,18 @@ async def room(
         events: list[Event] = []
         home = tmp_path / f"home-{name}"
         home.mkdir(exist_ok=True)
-        participant: Participant | None = None
-
-        def wake() -> None:
-            if participant is not None:
-                participant._changed.set()
-
-        files = FileTransfers(events.append, policy=policy, directory=directory, wake=wake)
+        bus: EventBus = EventBus()
+        bus.add_sink(events.append)
+        files = FileTransfers(bus, policy=policy, directory=directory)
         participant = Participant(
             Identity.from_key(keys[key_index]),
             name,
             TrustStore.open(home),
-            events.append,
+            bus,
             files=files,
         )
         await participant.async_connect("127.0.0.1", port, WAIT)
-        m = Member(participant, files, events)
+        m = Member(participant, files, events, bus)
         members.append(m)
         return m
 

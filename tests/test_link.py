@@ -145,7 +145,8 @@ async def test_a_refused_address_does_not_delay_the_next() -> None:
             [("127.0.0.1", closed_port), ("127.0.0.1", open_port)], 10.0, stagger=5.0
         )
         assert loop.time() - start < 5.0
-        assert winner == ("127.0.0.1", open_port)
+        assert winner is not None and (winner.address, winner.port) == ("127.0.0.1", open_port)
+        winner.streams[1].close()
         assert failed == [Attempt("127.0.0.1", closed_port, "refused")]
         winner, failed = await async_race([("127.0.0.1", closed_port)], 1.0)
         assert winner is None and [a.outcome for a in failed] == ["refused"]

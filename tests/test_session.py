@@ -10,15 +10,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from p2pchat.net.relay import Relay
-from p2pchat.room.participant import (
+from p2pchat.room.bus import EventBus
+from p2pchat.room.events import (
     Delivered,
     Event,
     MessageReceived,
-    Participant,
     PeerLeft,
     PeerRefused,
     SessionReady,
 )
+from p2pchat.room.participant import Participant
 from p2pchat.store.identity import Identity, TrustStore
 
 WAIT = 10.0
@@ -33,7 +34,7 @@ class Member:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def until(self, predicate: Callable[[], bool]) -> None:
-        assert await self.p.async_wait(predicate, WAIT), f"timed out; events: {self.events}"
+        assert await self.p.bus.wait_for(predicate, WAIT), f"timed out; events: {self.events}"
 
 
 @contextlib.asynccontextmanager
@@ -48,9 +49,9 @@ async def room(
         events: list[Event] = []
         home = tmp_path / f"{name}-{key_index}"
         home.mkdir(exist_ok=True)
-        p = Participant(
-            Identity.from_key(keys[key_index]), name, TrustStore.open(home), events.append, **kw
-        )
+        bus: EventBus[Event] = EventBus()
+        bus.add_sink(events.append)
+        p = Participant(Identity.from_key(keys[key_index]), name, TrustStore.open(home), bus, **kw)
         await p.async_connect("127.0.0.1", port, WAIT)
         m = Member(p, events)
         members.append(m)
@@ -186,15 +187,15 @@ async def test_a_bad_record_drops_only_that_peer(
         # alice's session keys towards bob, used to forge a bad record on her connection
         from p2pchat.proto.messages import encode_send
 
-        peer = alice.p._peers[bob.p.my_id or 0]
+        peer = alice.p.sessions.peers[bob.p.my_id or 0]
         assert peer.result is not None
         record = bytearray(peer.result.sender.seal(b"\x81\xa1t\xa2ka"))
         if corrupt == "flip":
             record[-1] ^= 1
-            alice.p._write(encode_send(bob.p.my_id or 0, bytes(record)))
+            alice.p.write(encode_send(bob.p.my_id or 0, bytes(record)))
         else:
             # deliver it twice: the second is a replay
-            alice.p._write(encode_send(bob.p.my_id or 0, bytes(record)) * 2)
+            alice.p.write(encode_send(bob.p.my_id or 0, bytes(record)) * 2)
         await bob.until(lambda: bool(bob.of(PeerRefused)))
         assert bob.of(PeerRefused)[0].peer.name == "alice"
         # carol and bob still talk
@@ -268,3 +269,30 @@ async def test_others_are_met_once_the_host_is_proven(
         await alice.until(lambda: len(alice.of(SessionReady)) == 2)
         first = alice.of(SessionReady)[0]
         assert first.peer.peer_id == bob.p.my_id  # the host first, then the others
+
+
+async def test_an_unknown_message_type_keeps_the_session(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    """A newer peer's message type is ignored: no refusal, and chat goes on."""
+    import msgpack
+
+    from p2pchat.proto.messages import send_head
+    from p2pchat.proto.record import record_size
+
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        host = alice.p.host_id or 0
+        await alice.until(lambda: alice.p.is_ready(host))
+        await bob.until(lambda: bool(bob.of(SessionReady)))
+        peer = alice.p.sessions.peers[host]
+        assert peer.result is not None
+        body = msgpack.packb({"t": "receipt", "ids": [b"\x00" * 16]})
+        head = send_head(host, record_size(len(body)))
+        alice.p.write(peer.result.sender.seal_after(head, body))
+        alice.p.send_text("after the unknown one")
+        await bob.until(lambda: bool(bob.of(MessageReceived)))
+        assert bob.of(MessageReceived)[0].text == "after the unknown one"
+        assert not bob.of(PeerRefused) and not alice.of(PeerRefused)
+        await alice.until(lambda: bool(alice.of(Delivered)))

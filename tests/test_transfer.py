@@ -218,12 +218,17 @@ GOOD_OFFER = {"t": "fo", "id": TID, "name": "a.txt", "size": 7, "hash": SHA}
         {"t": "fr", "id": TID, "reason": "é" * 513},
         {"t": "fx", "id": TID, "reason": 5},
         {"t": ["fo"]},
-        {"t": "fz", "id": TID},
     ],
 )
 def test_bad_file_messages_are_rejected(fields: dict[str, object]) -> None:
     with pytest.raises(MalformedFrameError):
         parse_app(_raw(**fields))
+
+
+def test_a_file_message_type_we_do_not_know_is_ignored_not_malformed() -> None:
+    from p2pchat.proto.app import Unknown
+
+    assert parse_app(_raw(t="fz", id=TID)) == Unknown("fz")
 
 
 def test_a_long_name_at_the_limit_is_accepted_one_byte_more_is_not() -> None:

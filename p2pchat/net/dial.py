@@ -23,6 +23,7 @@ import ifaddr
 __all__ = [
     "STAGGER",
     "Attempt",
+    "Winner",
     "async_race",
     "describe_failure",
     "local_networks",
@@ -111,25 +112,39 @@ def outcome(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def _try(candidate: Candidate, timeout: float) -> Candidate:
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass(frozen=True, slots=True)
+class Winner:
+    """The first candidate that accepted a TCP connection, and that connection."""
+
+    address: str
+    port: int
+    streams: Streams
+
+
+async def _try(candidate: Candidate, timeout: float) -> Streams:
     host, port = candidate
-    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return candidate
+    return await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+
+
+def _close(task: asyncio.Task[Streams]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result()[1].close()
 
 
 async def async_race(
     candidates: Sequence[Candidate], timeout: float, *, stagger: float = STAGGER
-) -> tuple[Candidate | None, list[Attempt]]:
+) -> tuple[Winner | None, list[Attempt]]:
     """Connect to ``candidates`` (ranked) staggered and in parallel, for at most
-    ``timeout`` seconds; returns the first that accepted a TCP connection (the
-    connection is closed: the caller opens its own) and the attempts that failed."""
+    ``timeout`` seconds; returns the first that accepted a TCP connection, with
+    its open streams (every other connection is closed), and the attempts that
+    failed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     failed: list[Attempt] = []
-    running: dict[asyncio.Task[Candidate], Candidate] = {}
+    running: dict[asyncio.Task[Streams], Candidate] = {}
     pending = list(candidates)
     try:
         while pending or running:
@@ -143,7 +158,7 @@ async def async_race(
                 c = running.pop(task)
                 exc = task.exception()
                 if exc is None:
-                    return c, failed
+                    return Winner(c[0], c[1], task.result()), failed
                 failed.append(Attempt(c[0], c[1], outcome(exc)))
             if loop.time() >= deadline:
                 break
@@ -155,6 +170,7 @@ async def async_race(
         for task in running:
             with contextlib.suppress(BaseException):
                 await task
+            _close(task)  # a loser that connected after all
 
 
 def describe_failure(attempts: Sequence[Attempt], name: str | None) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_FILE_NAME_BYTES",
     "MAX_FILE_REASON_BYTES",
     "MAX_FILE_SIZE",
+    "MAX_KIND_CHARS",
     "MSG_ID_LEN",
     "Ack",
     "AppMessage",
@@ -43,12 +44,15 @@ __all__ = [
     "FileOffer",
     "FileRefuse",
     "KeepAlive",
+    "Unknown",
     "encode_app",
     "file_id",
     "parse_app",
 ]
 
 MSG_ID_LEN: Final = 16
+#: Longest application message type (``t``) accepted, known or not.
+MAX_KIND_CHARS: Final = 16
 MAX_ACK_IDS: Final = 256
 
 #: Bytes of file data in one ``fd`` message, at most.
@@ -85,6 +89,13 @@ class KeepAlive:
     """An encrypted probe; ``reply`` asks the peer to answer with one of its own."""
 
     reply: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A message of a type this version does not know (a newer peer's): ignored."""
+
+    kind: str  #: its ``t``
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +277,10 @@ _FILE_PARSERS: Final[dict[object, Callable[[dict[str, Any]], FileMessage]]] = {
 }
 
 
-def parse_app(payload: bytes) -> AppMessage:
-    """Decode and validate a record payload."""
+def parse_app(payload: bytes) -> AppMessage | Unknown:
+    """Decode and validate a record payload. A ``t`` this version does not know
+    gives :class:`Unknown` (receivers ignore it, so that a newer peer can add
+    message types); a known ``t`` with bad fields is malformed."""
     obj = unpack(payload)
     if not isinstance(obj, dict):
         raise MalformedFrameError("application message is not a map")
@@ -287,7 +300,11 @@ def parse_app(payload: bytes) -> AppMessage:
         if not isinstance(reply, bool):
             raise MalformedFrameError("keepalive reply flag must be a boolean")
         return KeepAlive(reply)
-    parser = _FILE_PARSERS.get(kind) if isinstance(kind, str) else None
+    if not isinstance(kind, str) or not 1 <= len(kind) <= MAX_KIND_CHARS:
+        raise MalformedFrameError(
+            f"application message type must be a str of 1 to {MAX_KIND_CHARS}"
+        )
+    parser = _FILE_PARSERS.get(kind)
     if parser is None:
-        raise MalformedFrameError("application message of unknown type")
+        return Unknown(kind)
     return parser(obj)

@@ -335,17 +335,18 @@ async def _connect_any(
             # every address refused or failed fast: wait a little, the host may be starting
             await asyncio.sleep(min(RETRY_PAUSE, max(0.0, deadline - time.monotonic())))
             continue
-        addr, port = winner
+        addr, port = winner.address, winner.port
         try:
-            await participant.async_connect(addr, port, max(0.1, deadline - time.monotonic()))
+            left = max(0.1, deadline - time.monotonic())
+            await participant.async_connect(addr, port, left, streams=winner.streams)
         except (OSError, TimeoutError) as exc:
-            failures[winner] = Attempt(addr, port, outcome(exc))
+            failures[addr, port] = Attempt(addr, port, outcome(exc))
             continue
         except TrustError:
             raise
         except P2PChatError as exc:  # not a p2pchat relay there, or it refused us
-            failures[winner] = Attempt(addr, port, str(exc))
-            not_relays.add(winner)
+            failures[addr, port] = Attempt(addr, port, str(exc))
+            not_relays.add((addr, port))
             continue
         bus.publish(Connected(addr, port))
         return

@@ -1,0 +1,110 @@
+"""The per-peer machine (room/peer.py), sans-I/O: its table, its timers; and
+unknown application message types, which a receiver ignores."""
+
+from __future__ import annotations
+
+import itertools
+
+import msgpack
+import pytest
+
+from p2pchat.errors import LocalProtocolError, MalformedFrameError
+from p2pchat.proto.app import Chat, KeepAlive, Unknown, encode_app, parse_app
+from p2pchat.room.events import PeerInfo
+from p2pchat.room.peer import TRANSITIONS, Due, Peer, PeerState, Step
+
+INFO = PeerInfo(7, "bob", b"\x01" * 32)
+KA, DEAD = 5.0, 15.0
+
+
+def at(state: PeerState) -> Peer:
+    peer = Peer(INFO)
+    peer.state = state
+    return peer
+
+
+@pytest.mark.parametrize(("state", "step"), list(itertools.product(PeerState, Step)))
+def test_every_pair_follows_the_table(state: PeerState, step: Step) -> None:
+    peer = at(state)
+    nxt = TRANSITIONS.get((state, step))
+    if nxt is None:
+        with pytest.raises(LocalProtocolError, match=f"{step.value} .* {state.value}"):
+            peer.go(step)
+        assert peer.state is state
+    else:
+        assert peer.go(step) is nxt
+
+
+def test_the_table_is_the_documented_shape() -> None:
+    # the only way to READY is a completed handshake; nothing leaves GONE
+    assert [k for k, v in TRANSITIONS.items() if v is PeerState.READY] == [
+        (PeerState.HANDSHAKING, Step.COMPLETE)
+    ]
+    assert not [k for k in TRANSITIONS if k[0] is PeerState.GONE]
+    assert (PeerState.REFUSED, Step.REFUSE) not in TRANSITIONS
+
+
+def test_ending_drops_the_handshake() -> None:
+    peer = at(PeerState.HANDSHAKING)
+    peer.hs_deadline = 3.0
+    peer.go(Step.REFUSE)
+    assert peer.ended and peer.hs is None and peer.hs_deadline is None
+
+
+def test_a_ready_peer_is_probed_when_quiet_and_dead_when_silent() -> None:
+    peer = at(PeerState.READY)
+    peer.last_heard = peer.last_sent = 100.0
+    assert peer.deadline(KA, DEAD) == 105.0
+    assert peer.due(104.9, KA, DEAD) is None
+    assert peer.due(105.0, KA, DEAD) is Due.PROBE
+    peer.last_sent = 105.0  # the probe went out: next probe 5 s later, death still at 115
+    assert peer.deadline(KA, DEAD) == 110.0
+    peer.last_sent = 112.0
+    assert peer.deadline(KA, DEAD) == 115.0
+    assert peer.due(115.0, KA, DEAD) is Due.DEAD
+    peer.last_heard = 114.0  # it answered: next probe 5 s after that, death at 129
+    assert peer.due(115.0, KA, DEAD) is None
+    assert peer.deadline(KA, DEAD) == 119.0
+
+
+def test_a_handshake_has_a_deadline_but_never_while_a_worker_runs_it() -> None:
+    peer = at(PeerState.HANDSHAKING)
+    peer.hs_deadline = 50.0
+    assert peer.deadline(KA, DEAD) == 50.0
+    assert peer.due(49.0, KA, DEAD) is None
+    assert peer.due(50.0, KA, DEAD) is Due.HANDSHAKE_LATE
+    peer.go(Step.OFF_LOOP)
+    assert peer.working and peer.deadline(KA, DEAD) is None
+    assert peer.due(99.0, KA, DEAD) is None
+    peer.go(Step.STEP_DONE)
+    assert peer.due(99.0, KA, DEAD) is Due.HANDSHAKE_LATE
+
+
+@pytest.mark.parametrize(
+    "state", [PeerState.NEW, PeerState.HELD, PeerState.REFUSED, PeerState.GONE]
+)
+def test_other_states_have_no_timer(state: PeerState) -> None:
+    peer = at(state)
+    assert peer.deadline(KA, DEAD) is None and peer.due(1e9, KA, DEAD) is None
+
+
+# ---------------------------------------------------------------- unknown types
+
+
+def test_an_unknown_type_parses_as_unknown_and_known_ones_still_parse() -> None:
+    assert parse_app(msgpack.packb({"t": "receipt", "id": b"x" * 16})) == Unknown("receipt")
+    chat = Chat(b"\x02" * 16, "hi")
+    assert parse_app(encode_app(chat)) == chat
+    assert parse_app(encode_app(KeepAlive(True))) == KeepAlive(True)
+
+
+@pytest.mark.parametrize("kind", [None, 1, b"msg", "", "x" * 17, ["msg"]])
+def test_a_type_that_is_not_a_short_str_is_malformed(kind: object) -> None:
+    body = {"x": 1} if kind is None else {"t": kind}
+    with pytest.raises(MalformedFrameError):
+        parse_app(msgpack.packb(body))
+
+
+def test_a_known_type_with_bad_fields_is_still_malformed() -> None:
+    with pytest.raises(MalformedFrameError):
+        parse_app(msgpack.packb({"t": "msg", "id": b"short", "text": "hi"}))
