@@ -2,7 +2,8 @@
 
 Nothing here touches the disk, a socket or the clock (``now`` is passed in).
 :mod:`p2pchat.room.transfers` is the asyncio service that feeds these machines the
-messages of :mod:`p2pchat.proto.app` and asks them what to send;
+messages of :mod:`p2pchat.proto.app` and asks them what to send (its outgoing
+and incoming sides are :mod:`p2pchat.room.sending` and :mod:`p2pchat.room.receiving`);
 :mod:`p2pchat.store.filestore` holds the bytes. The machines' phases and their
 legal moves are in one table, :data:`TRANSITIONS`; a move it does not list
 raises :class:`~p2pchat.errors.TransferError` naming the event and the phase.
