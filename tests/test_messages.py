@@ -20,6 +20,7 @@ from p2pchat.proto.messages import (
     MAX_HANDSHAKE_MESSAGE,
     Bye,
     Deliver,
+    ErrorCode,
     ErrorFrame,
     Frame,
     Hello,
@@ -63,6 +64,7 @@ FRAMES: list[Frame] = [
     Ping(2**63 - 1),
     Pong(12345),
     ErrorFrame("relay full"),
+    ErrorFrame("the room is full", ErrorCode.FULL),
     Bye(),
 ]
 
@@ -521,3 +523,12 @@ def test_parse_body_agrees_with_the_generic_path(data: st.DataObject) -> None:
     expected = _outcome(_generic, body)
     assert _outcome(parse_body, body) == expected
     assert _outcome(parse_body, memoryview(body)) == expected
+
+
+def test_error_codes_are_optional_and_unknown_ones_are_other() -> None:
+    assert parse_frame(wire({"t": "error", "reason": "x"})) == ErrorFrame("x")
+    got = parse_frame(wire({"t": "error", "reason": "x", "code": "version"}))
+    assert got == ErrorFrame("x", ErrorCode.VERSION)
+    assert parse_frame(wire({"t": "error", "reason": "x", "code": "later"})).code is ErrorCode.OTHER
+    with pytest.raises(MalformedFrameError):
+        parse_frame(wire({"t": "error", "reason": "x", "code": 3}))

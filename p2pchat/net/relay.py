@@ -23,6 +23,7 @@ from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.keys import load_peer_key
 from p2pchat.proto.messages import (
     Bye,
+    ErrorCode,
     ErrorFrame,
     Frame,
     Hello,
@@ -170,13 +171,15 @@ class _Conn(asyncio.Protocol):
             return f"connection {self.label} (unregistered)"
         return f"connection {self.label} (peer {self.peer.peer_id} {self.peer.name!r})"
 
-    def abort(self, reason: str, *, tell: str | None = None) -> None:
-        """Close this connection now; ``tell`` is sent to the peer first."""
+    def abort(
+        self, reason: str, *, tell: str | None = None, code: ErrorCode = ErrorCode.OTHER
+    ) -> None:
+        """Close this connection now; ``tell`` (with ``code``) is sent to the peer first."""
         if self.closing:
             return
         log.warning("relay: closing %s: %s", self.describe(), reason)
         if tell is not None and self.transport is not None:
-            self.transport.write(encode(ErrorFrame(tell)))
+            self.transport.write(encode(ErrorFrame(tell, code)))
         self.closing = True
         if self.transport is not None:
             if tell is not None:
@@ -319,15 +322,17 @@ class Relay:
             conn.abort(
                 f"no common version in {list(hello.versions)}",
                 tell=f"incompatible version: relay speaks {list(SUPPORTED_VERSIONS)}",
+                code=ErrorCode.VERSION,
             )
             return
         try:
             load_peer_key(hello.key)
         except P2PChatError as exc:
-            conn.abort(f"bad identity key: {exc}", tell=f"bad identity key: {exc}")
+            why = f"bad identity key: {exc}"
+            conn.abort(why, tell=why, code=ErrorCode.KEY)
             return
         if len(self._conns) >= self.limits.max_participants:
-            conn.abort("room is full", tell="the room is full")
+            conn.abort("room is full", tell="the room is full", code=ErrorCode.FULL)
             return
         if conn.timer is not None:
             conn.timer.cancel()

@@ -9,6 +9,7 @@ docs/PROTOCOL.md.
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = [
     "HS_TAG",
     "Bye",
     "Deliver",
+    "ErrorCode",
     "ErrorFrame",
     "Frame",
     "Hello",
@@ -211,14 +213,27 @@ class Pong:
         return {"t": "pong", "token": self.token}
 
 
+class ErrorCode(enum.StrEnum):
+    """Why the relay refused a connection, for programs (``reason`` is for people)."""
+
+    VERSION = "version"  #: no protocol version in common
+    KEY = "key"  #: the identity key in hello is not acceptable
+    FULL = "full"  #: the room is full
+    OTHER = ""  #: anything else, or a relay that sends no code
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorFrame:
     """Relay -> participant: why the relay is about to close this connection."""
 
     reason: str
+    code: ErrorCode = ErrorCode.OTHER
 
     def to_wire(self) -> dict[str, Any]:
-        return {"t": "error", "reason": self.reason}
+        wire: dict[str, Any] = {"t": "error", "reason": self.reason}
+        if self.code:
+            wire["code"] = str(self.code)
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +276,14 @@ def _parse_welcome(m: dict[str, Any]) -> Welcome:
 
 def _parse_reason(m: dict[str, Any]) -> ErrorFrame:
     reason = _field(m, "reason", str, _E)
-    return ErrorFrame(clean_reason(reason))
+    raw = m.get("code", "")
+    if not isinstance(raw, str):
+        raise _E("error code must be a str")
+    try:
+        code = ErrorCode(raw)
+    except ValueError:  # a newer relay's code: still an error, of no kind we know
+        code = ErrorCode.OTHER
+    return ErrorFrame(clean_reason(reason), code)
 
 
 _PARSERS: Final[dict[object, Callable[[dict[str, Any]], Frame]]] = {

@@ -33,6 +33,7 @@ from p2pchat.proto.keys import format_fingerprint
 from p2pchat.proto.messages import (
     Bye,
     Deliver,
+    ErrorCode,
     ErrorFrame,
     Hello,
     Joined,
@@ -166,7 +167,7 @@ class Participant:
                 continue
             first, rest = frames[0], frames[1:]
             if isinstance(first, ErrorFrame):
-                if "version" in first.reason:
+                if first.code is ErrorCode.VERSION:
                     raise IncompatibleVersionError(f"the host refused us: {first.reason}")
                 raise ClosedConnectionError(f"the host refused us: {first.reason}")
             if not isinstance(first, Welcome):
