@@ -296,3 +296,31 @@ async def test_an_unknown_message_type_keeps_the_session(
         assert bob.of(MessageReceived)[0].text == "after the unknown one"
         assert not bob.of(PeerRefused) and not alice.of(PeerRefused)
         await alice.until(lambda: bool(alice.of(Delivered)))
+
+
+async def test_keepalives_keep_a_quiet_peer_and_drop_a_silent_one(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    """Probes after ``keepalive`` s of quiet are answered, so a quiet peer stays;
+    one whose connection stops reading is presumed gone after ``dead_after`` s."""
+    import time
+
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        carol = await join("carol", 2)
+        alice = await join("alice", 1, keepalive=0.1, dead_after=0.5)
+        for m in (alice, carol):
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
+        carol_id = carol.p.my_id
+        start = time.monotonic()
+        # three dead_after periods of quiet chat: the probes are answered
+        await alice.until(lambda: time.monotonic() - start > 1.5 or bool(alice.of(PeerLeft)))
+        assert not alice.of(PeerLeft), alice.events
+        # carol stops reading: she answers nothing any more
+        assert carol.p._writer is not None
+        carol.p._writer.transport.pause_reading()
+        await alice.until(lambda: bool(alice.of(PeerLeft)))
+        (left,) = alice.of(PeerLeft)
+        assert left.peer.peer_id == carol_id and not left.clean
+        assert time.monotonic() - start > 1.5
+        assert alice.p.is_ready(bob.p.my_id or 0)  # the host is still there

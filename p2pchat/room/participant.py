@@ -104,8 +104,8 @@ class Participant:
         self.outbox = outbox if outbox is not None else Outbox()
         self.sessions = Sessions(self)
         self.outbox.on_saved = self.sessions.flush_acks
-        self._keepalive, self._dead_after = keepalive, dead_after
-        self._timer: asyncio.TimerHandle | None = None
+        self.keepalive, self.dead_after = keepalive, dead_after
+        self._clock = _Clock(self)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         # the 4 KiB pre-registration cap is the relay's; a welcome may list many peers
@@ -272,7 +272,7 @@ class Participant:
         if self._closing:
             return
         self._closing = True
-        self._cancel_timer()
+        self._clock.cancel()
         peers = list(self.sessions.peers.values())
         self.sessions.files_lost(*peers)
         self.outbox.save()  # sends the acks still waiting for it
@@ -300,48 +300,7 @@ class Participant:
 
     def rearm(self) -> None:
         """Arm the one timer for the earliest deadline of any peer."""
-        self._cancel_timer()
-        if self._closing or self.disconnected is not None or self._task is None:
-            return
-        deadlines = [
-            d
-            for p in self.sessions.peers.values()
-            if (d := p.deadline(self._keepalive, self._dead_after)) is not None
-        ]
-        if deadlines:
-            loop = asyncio.get_running_loop()
-            when = max(min(deadlines), time.monotonic() + _MIN_TIMER)
-            self._timer = loop.call_later(when - time.monotonic(), self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        """Keepalives: probe quiet peers, declare gone one silent for too long
-        (a cable pulled sends no FIN), refuse a handshake that takes too long."""
-        self._timer = None
-        now = time.monotonic()
-        for peer in list(self.sessions.peers.values()):
-            due = peer.due(now, self._keepalive, self._dead_after)
-            if due is Due.PROBE:
-                self.sessions.send_app(peer, KeepAlive(reply=True))
-            elif due is Due.HANDSHAKE_LATE:
-                self.sessions.check_late(peer, now)
-            elif due is Due.DEAD:
-                log.info("peer %d silent, presumed gone", peer.info.peer_id)
-                if peer.info.peer_id == self.host_id:
-                    # the host is the relay: this connection is dead too
-                    if self._writer is not None:
-                        self._writer.close()
-                    why = f"no sign of life from the host for {self._dead_after:g} s"
-                    self._mark_disconnected(why, clean=False)
-                    self.bus.notify()
-                    return
-                self.sessions.gone(peer, clean=False)
-                self.bus.notify()
-        self.rearm()
+        self._clock.rearm()
 
     # ------------------------------------------------------------ reading
 
@@ -391,11 +350,18 @@ class Participant:
             raise RemoteProtocolError(f"unexpected {type(frame).__name__} from the relay")
         self.bus.notify()
 
+    def lost(self, reason: str) -> None:
+        """The connection is dead although no FIN came: close it and say so."""
+        if self._writer is not None:
+            self._writer.close()
+        self._mark_disconnected(reason, clean=False)
+        self.bus.notify()
+
     def _mark_disconnected(self, reason: str, clean: bool) -> None:
         if self.disconnected is not None:
             return
         self.disconnected = Disconnected(reason, clean)
-        self._cancel_timer()
+        self._clock.cancel()
         peers = list(self.sessions.peers.values())
         self.sessions.files_lost(*peers)
         for peer in peers:
@@ -403,3 +369,53 @@ class Participant:
                 peer.go(Step.GONE)  # no PeerLeft: the Disconnected event says it all
         self.outbox.save()  # everything pending now waits for a reconnect: keep it all
         self.bus.publish(self.disconnected)
+
+
+class _Clock:
+    """The participant's one timer, armed for the earliest deadline of any of its
+    peers (keepalive probe, presumed gone, handshake too slow)."""
+
+    def __init__(self, owner: Participant) -> None:
+        self.owner = owner
+        self._handle: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def rearm(self) -> None:
+        self.cancel()
+        o = self.owner
+        if o._closing or o.disconnected is not None or o._task is None:
+            return
+        deadlines = [
+            d
+            for p in o.sessions.peers.values()
+            if (d := p.deadline(o.keepalive, o.dead_after)) is not None
+        ]
+        if deadlines:
+            delay = max(min(deadlines) - time.monotonic(), _MIN_TIMER)
+            self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        """Probe quiet peers, declare gone one silent for too long (a cable pulled
+        sends no FIN), refuse a handshake that takes too long."""
+        self._handle = None
+        o = self.owner
+        now = time.monotonic()
+        for peer in list(o.sessions.peers.values()):
+            due = peer.due(now, o.keepalive, o.dead_after)
+            if due is Due.PROBE:
+                o.sessions.send_app(peer, KeepAlive(reply=True))
+            elif due is Due.HANDSHAKE_LATE:
+                o.sessions.check_late(peer, now)
+            elif due is Due.DEAD:
+                log.info("peer %d silent, presumed gone", peer.info.peer_id)
+                if peer.info.peer_id == o.host_id:
+                    # the host is the relay: this connection is dead too
+                    o.lost(f"no sign of life from the host for {o.dead_after:g} s")
+                    return
+                o.sessions.gone(peer, clean=False)
+                o.bus.notify()
+        self.rearm()
