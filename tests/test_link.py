@@ -168,3 +168,35 @@ def test_failures_are_said_by_phase() -> None:
     assert "not reachable from this network" in describe_failure(
         [Attempt("10.0.0.5", 1, "unreachable"), Attempt("10.0.0.6", 1, "timed out")], "bob"
     )
+
+
+def test_discover_finding_nothing_exits_2_with_one_line(
+    private_lo: list[str], procs: ProcPool
+) -> None:
+    """In a namespace of its own (root) nothing is advertised; on the shared
+    loopback another host could be, so the test needs the namespace."""
+    if not private_lo:
+        pytest.skip("needs root: a loopback of its own, where no host is advertised")
+    from procs import Proc, base_env, p2pchat_cmd
+
+    for extra in ([], ["--json"]):
+        proc = Proc(
+            [
+                *private_lo,
+                *p2pchat_cmd(
+                    "discover",
+                    "--home",
+                    procs.home("a"),
+                    "--interface",
+                    "127.0.0.1",
+                    "--timeout",
+                    "0.5",
+                    *extra,
+                ),
+            ],
+            env=base_env(),
+        )
+        procs.procs.append(proc)
+        assert proc.wait(20) == 2, proc.describe()
+        assert proc.stdout == []
+        assert proc.stderr == ["p2pchat: no p2pchat host found within 0.5 s"]

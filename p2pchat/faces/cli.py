@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         "discover",
         parents=[common],
         help="list the hosts seen on the LAN",
-        description="Browse for p2pchat hosts for --timeout seconds and list them.",
+        description="Browse for p2pchat hosts for --timeout seconds and list them; "
+        "exit 2 if none is found.",
     )
     disc.add_argument("--timeout", type=_positive, default=2.0, help="seconds (default: 2)")
     disc.add_argument("--json", action="store_true", help="one JSON object per host")

@@ -82,6 +82,9 @@ async def run_discover(args: argparse.Namespace) -> int:
             )
         else:
             print(f"{host.name:20} {', '.join(host.addresses)} port {host.port}  {fp or '-'}")
-    if not hosts and not args.json:
-        print(f"no hosts found within {args.timeout:g} s")
+    if not hosts:
+        # nothing found is a failure a script must see: exit 2, as join does
+        from p2pchat.errors import DiscoveryError
+
+        raise DiscoveryError(f"no p2pchat host found within {args.timeout:g} s")
     return 0
