@@ -100,3 +100,16 @@ def private_lo(request):
         yield ["ip", "netns", "exec", name]
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)
+
+
+@pytest.fixture
+def two_devices():
+    """Two namespaces ("devices") on one veth link; root and iproute2 needed."""
+    import os
+    import shutil
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2's 'ip'")
+    from netlab import make_two_devices
+
+    yield from make_two_devices()

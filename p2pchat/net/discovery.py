@@ -50,6 +50,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from p2pchat.config import MAX_NAME_BYTES, PROTOCOL_VERSION, SERVICE_TYPE
 from p2pchat.errors import ConfigError, DiscoveryError
+from p2pchat.net.interfaces import advertisable, list_interfaces
 from p2pchat.proto.text import clean_label, replace_label, truncate_utf8
 
 __all__ = [
@@ -247,9 +248,10 @@ def _ipv4_first(addresses: Sequence[str]) -> tuple[str, ...]:
 
 def _advertised_addresses(addresses: Sequence[str], bind: Sequence[str]) -> list[str]:
     """The A/AAAA contents. An unspecified address (0.0.0.0, ::) stands for the
-    bind addresses of its family, or when binding everywhere for the machine's
-    non-loopback addresses of that family. No addresses at all means the same as
-    both unspecified addresses."""
+    bind addresses of its family, or when binding everywhere for the addresses of
+    that family of the interfaces a peer can reach (net/interfaces.py: not down,
+    not a container bridge or VPN; loopback only on a machine with nothing else).
+    No addresses at all means the same as both unspecified addresses."""
     parsed: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     if not addresses:
         parsed = [ipaddress.IPv4Address(0), ipaddress.IPv6Address(0)]
@@ -269,12 +271,9 @@ def _advertised_addresses(addresses: Sequence[str], bind: Sequence[str]) -> list
             pool = [a for a in (_parse_ip(b) for b in bind) if a is not None]
         else:
             if machine is None:
-                try:
-                    adapters = ifaddr.get_adapters()
-                except OSError as exc:
-                    raise ConfigError(f"cannot list network interfaces: {exc}") from exc
-                found = (_parse_ip(ip) for a in adapters for ip in _adapter_ips(a))
-                machine = [a for a in found if a is not None and not a.is_loopback]
+                usable = advertisable(list_interfaces())
+                found = (_parse_ip(a.split("%", 1)[0]) for a in usable)
+                machine = [a for a in found if a is not None]
             pool = machine
         out.extend(str(a) for a in pool if a.version == addr.version and not a.is_unspecified)
     result = list(_ipv4_first(out))

@@ -42,6 +42,7 @@ from p2pchat.proto.keys import format_fingerprint
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import Connected, Event, Reconnected, Reconnecting, RoomEnded
 from p2pchat.room.participant import FileHandler, Participant
+from p2pchat.store.hosts import HostBook, KnownHost
 from p2pchat.store.identity import Identity, TrustStore
 from p2pchat.store.outbox import Outbox
 
@@ -55,6 +56,7 @@ RECONNECT_CAP = 10.0
 RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake included
 RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
 RETRY_PAUSE = 0.5  # seconds before racing the addresses again when all failed fast
+REMEMBERED_BROWSE = 1.0  # seconds of mDNS when we remember where the host was
 
 NO_HOST_HELP = (
     "no p2pchat host found within {t:g} s. Likely causes: the host is on another network "
@@ -113,11 +115,30 @@ async def async_find_host(
     timeout: float,
     interfaces: Sequence[str],
     choose: Chooser | None,
+    remembered: KnownHost | None = None,
 ) -> Target:
-    """Where to connect (``connect``, else discovery) and the host fingerprint to expect."""
+    """Where to connect (``connect``, else discovery) and the host fingerprint to
+    expect. ``remembered``: where the pinned host of that name was last reached;
+    then discovery gets a short while, and the remembered addresses are tried
+    too (alone, if mDNS finds nothing: multicast may be blocked)."""
     if connect:
         return Target((parse_connect(connect),), expect)
-    host = await _discover(host_name, expect, timeout, interfaces, choose)
+    if remembered is not None:
+        mine = tuple((a, remembered.port) for a in remembered.addresses)
+        try:
+            host = await _discover(
+                host_name, expect, min(timeout, REMEMBERED_BROWSE), interfaces, choose
+            )
+        except DiscoveryError:
+            return Target(mine, expect or remembered.fingerprint, host_name)
+        target = _target(host, expect)
+        if host.fingerprint == remembered.fingerprint:
+            return Target(target.addresses + mine, target.expected, target.name)
+        return target
+    return _target(await _discover(host_name, expect, timeout, interfaces, choose), expect)
+
+
+def _target(host: HostInfo, expect: bytes | None) -> Target:
     expected = expect
     if host.fingerprint is not None:
         if expect is not None and host.fingerprint != expect:
@@ -187,8 +208,10 @@ class Link:
         files: FileHandler | None = None,
         connect: str | None = None,
         interfaces: Sequence[str] = (),
+        hosts: HostBook | None = None,
     ) -> None:
         self.identity, self.name, self.trust = identity, name, trust
+        self.hosts = hosts
         self.bus, self.outbox, self.files = bus, outbox, files
         self.require_known = require_known
         self._connect, self._interfaces = connect, interfaces
@@ -215,7 +238,7 @@ class Link:
             files=self.files,
         )
         self.participant = participant
-        await _connect_any(participant, target, deadline, self.bus)
+        used = await _connect_any(participant, target, deadline, self.bus)
         host_id = participant.host_id
         if host_id is None:
             raise P2PChatError("the relay did not say which participant is its host")
@@ -229,6 +252,9 @@ class Link:
         if not ok:
             raise P2PChatError(f"no secure session with the host within {timeout:g} s")
         self.host_fp = next(p.fingerprint for p in participant.peers if p.peer_id == host_id)
+        if self.hosts is not None:
+            others = tuple(a for a, _ in target.addresses)
+            self.hosts.remember(self.host_fp, used[0], used[1], others)
         return participant
 
     def _end(self, reason: str, exit_code: ExitCode, *, by_host: bool = False) -> None:
@@ -290,9 +316,14 @@ class Link:
             want=lambda h: h.fingerprint == fp,
         )
         found = [h for h in hosts if h.fingerprint == fp]
+        known = self.hosts.get(fp) if self.hosts is not None and fp is not None else None
+        mine = tuple((a, known.port) for a in known.addresses) if known is not None else ()
         if not found:
-            raise DiscoveryError("the host is not advertised right now")
-        return Target(tuple((a, found[0].port) for a in found[0].addresses), fp, found[0].name)
+            if not mine:
+                raise DiscoveryError("the host is not advertised right now")
+            return Target(mine, fp)  # multicast may be blocked: where it was last
+        advertised = tuple((a, found[0].port) for a in found[0].addresses)
+        return Target(advertised + mine, fp, found[0].name)
 
     async def async_close(self) -> None:
         if self.participant is not None:
@@ -317,7 +348,7 @@ async def _connect_any(
     target: Target,
     deadline: float,
     bus: EventBus[Event],
-) -> None:
+) -> tuple[str, int]:
     """Race the target's addresses (net/dial.py), register with the first relay
     that answers, and keep trying until ``deadline``: a host that is starting,
     or an address that is not a p2pchat relay, does not end the attempt."""
@@ -349,7 +380,7 @@ async def _connect_any(
             not_relays.add((addr, port))
             continue
         bus.publish(Connected(addr, port))
-        return
+        return addr, port
     raise BrokenConnectionError(
         "could not connect to the host: " + describe_failure(list(failures.values()), target.name)
     )

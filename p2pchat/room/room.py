@@ -31,6 +31,7 @@ from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
 from p2pchat.room.transfers import FileTransfers, Prepared
+from p2pchat.store.hosts import HostBook
 from p2pchat.store.identity import (
     Identity,
     TrustStore,
@@ -227,6 +228,11 @@ class Room:
             self.hosting = await seat.async_start()
             return
         deadline = time.monotonic() + s.timeout
+        book = HostBook.open(self.home)
+        remembered = None
+        if s.host_name and not s.connect:
+            known = [book.get(pin.fingerprint) for pin in self.trust.by_name(s.host_name)]
+            remembered = max((k for k in known if k), key=lambda k: k.reached, default=None)
         target = await async_find_host(
             connect=s.connect,
             host_name=s.host_name,
@@ -234,6 +240,7 @@ class Room:
             timeout=s.timeout,
             interfaces=self._interfaces,
             choose=s.choose,
+            remembered=remembered,
         )
         link = Link(
             *args,
@@ -241,6 +248,7 @@ class Room:
             files=self.files,
             connect=s.connect,
             interfaces=self._interfaces,
+            hosts=book,
         )
         self._seat = link
         await link.async_connect(target, s.timeout, deadline)
