@@ -1,0 +1,99 @@
+"""Discovery and connection on networks built like real ones (root: namespaces).
+
+Each scenario is two "devices" on one veth link (tests/netlab.py), made worse
+the way real machines are: a container bridge on the host, multicast blocked
+after a first meeting, a dead address that swallows connection attempts.
+Times are printed for the benchmark table, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from netlab import Device, ip
+from procs import ProcPool, fingerprint_of, start_host, start_join, wait_session
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_container_bridge_on_the_host_is_not_advertised(
+    two_devices: tuple[Device, Device], procs: ProcPool
+) -> None:
+    dev_a, dev_b = two_devices
+    # docker0 as Docker leaves it with no container running: a bridge, no ports
+    ip("-n", dev_a.netns, "link", "add", "docker0", "type", "bridge")
+    ip("-n", dev_a.netns, "addr", "add", "172.17.0.1/16", "dev", "docker0")
+    ip("-n", dev_a.netns, "link", "set", "docker0", "up")
+    bob, port = start_host(procs, procs.home("bob"), interface=(), prefix=dev_a.prefix)
+    line = next(ln for ln in bob.stderr if "advertised at" in ln)
+    assert dev_a.address in line and "172.17.0.1" not in line, line
+    start = time.monotonic()
+    alice = start_join(procs, procs.home("alice"), interface=(), prefix=dev_b.prefix)
+    alice.wait_for_line("stderr", rf"^p2pchat: connected to {re.escape(dev_a.address)}:{port}$")
+    wait_session(alice, "bob")
+    print(f"scenario docker0: join -> session {time.monotonic() - start:.2f} s")
+
+
+def test_join_by_name_works_from_memory_when_multicast_is_blocked(
+    two_devices: tuple[Device, Device], procs: ProcPool
+) -> None:
+    """alice met bob once; then multicast stops (guest Wi-Fi, a firewall on 5353).
+    'join bob' still connects, to where bob was, past an address that now
+    swallows every SYN (tried in parallel, so it costs nothing)."""
+    dev_a, dev_b = two_devices
+    home_bob, home_alice = procs.home("bob"), procs.home("alice")
+    bob, port = start_host(procs, home_bob, interface=(), prefix=dev_a.prefix)
+    alice = start_join(procs, home_alice, "bob", interface=(), prefix=dev_b.prefix)
+    wait_session(alice, "bob")
+    alice.close_stdin()
+    assert alice.wait(20) == 0, alice.describe()
+    book = json.loads((home_alice / "known_hosts.json").read_text())
+    (entry,) = book["hosts"].values()
+    assert entry["addresses"][0] == dev_a.address and entry["port"] == port
+
+    # multicast gone on alice's side
+    ip("-n", dev_b.netns, "route", "del", "224.0.0.0/4", "dev", dev_b.ifname)
+    ip("-n", dev_b.netns, "link", "set", dev_b.ifname, "multicast", "off")
+    # and a remembered address that now leads nowhere: routed to bob's device,
+    # which does not forward, so every SYN to it is dropped without an answer
+    ip("-n", dev_b.netns, "route", "add", "10.99.0.0/16", "via", dev_a.address)
+    entry["addresses"] = ["10.99.0.7", *entry["addresses"]]
+    (home_alice / "known_hosts.json").write_text(json.dumps(book))
+
+    start = time.monotonic()
+    again = start_join(procs, home_alice, "bob", "--timeout", "15", interface=(),
+                       prefix=dev_b.prefix)  # fmt: skip
+    again.wait_for_line("stderr", rf"^p2pchat: connected to {re.escape(dev_a.address)}:{port}$")
+    wait_session(again, "bob")
+    print(f"scenario multicast blocked: join bob -> session {time.monotonic() - start:.2f} s")
+    again.send_line("from memory")
+    bob.wait_for_line("stdout", "^alice: from memory$")
+    again.close_stdin()
+    assert again.wait(20) == 0, again.describe()
+    assert fingerprint_of(home_bob)  # bob is who he was: the key check decided
+
+
+def test_a_firewalled_port_is_said_as_such(
+    two_devices: tuple[Device, Device], procs: ProcPool
+) -> None:
+    """Found by address but nothing answers (every SYN dropped): one line that
+    says the port does not answer and names the address."""
+    dev_a, dev_b = two_devices
+    ip("-n", dev_b.netns, "route", "add", "10.99.0.0/16", "via", dev_a.address)
+    from procs import Proc, base_env, p2pchat_cmd
+
+    proc = Proc(
+        [*dev_b.prefix, *p2pchat_cmd("join", "--home", procs.home("alice"),
+                                     "--connect", "10.99.0.7:47474", "--timeout", "2")],
+        env=base_env(),
+    )  # fmt: skip
+    procs.procs.append(proc)
+    assert proc.wait(20) == 1, proc.describe()
+    (line,) = proc.stderr
+    assert line == (
+        "p2pchat: error: could not connect to the host: its port does not answer: "
+        "a firewall on that machine? (10.99.0.7:47474 timed out)"
+    ), line
