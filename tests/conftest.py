@@ -102,14 +102,36 @@ def private_lo(request):
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)
 
 
-@pytest.fixture
-def two_devices():
-    """Two namespaces ("devices") on one veth link; root and iproute2 needed."""
+def _need_netns() -> None:
     import os
     import shutil
 
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2's 'ip'")
+
+
+@pytest.fixture
+def two_devices():
+    """Two namespaces ("devices") on one veth link; root and iproute2 needed."""
+    _need_netns()
     from netlab import make_two_devices
 
     yield from make_two_devices()
+
+
+@pytest.fixture
+def two_v6_devices():
+    """The same on an IPv6-only link (a ULA /64, no IPv4 at all)."""
+    _need_netns()
+    from netlab import make_two_devices
+
+    yield from make_two_devices("6", ipv4=False, ipv6=True)
+
+
+@pytest.fixture
+def two_dual_devices():
+    """The same with IPv4 and IPv6 on the link."""
+    _need_netns()
+    from netlab import make_two_devices
+
+    yield from make_two_devices("d", ipv4=True, ipv6=True)

@@ -30,27 +30,42 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=15)
 
 
-def make_two_devices(tag: str = "") -> Iterator[tuple[Device, Device]]:
-    """Two namespaces on one /24 over a veth pair, multicast routed over it."""
+def make_two_devices(
+    tag: str = "", *, ipv4: bool = True, ipv6: bool = False
+) -> Iterator[tuple[Device, Device]]:
+    """Two namespaces over a veth pair: on one IPv4 /24 with multicast routed
+    over it, and/or (``ipv6``) on one IPv6 ULA /64 (``address`` is then the
+    IPv6 one when there is no IPv4)."""
     pid = os.getpid()
     subnet = f"10.231.{pid % 200}"
-    a = Device(f"p2pt-a{tag}-{pid}", f"p2pa{tag}{pid % 10000}", f"{subnet}.1")
-    b = Device(f"p2pt-b{tag}-{pid}", f"p2pb{tag}{pid % 10000}", f"{subnet}.2")
+    v6 = f"fd00:77:{pid % 65536:x}::"
+    a = Device(f"p2pt-a{tag}-{pid}", f"p2pa{tag}{pid % 10000}", f"{subnet}.1" if ipv4 else f"{v6}1")
+    b = Device(f"p2pt-b{tag}-{pid}", f"p2pb{tag}{pid % 10000}", f"{subnet}.2" if ipv4 else f"{v6}2")
     created: list[str] = []
     try:
         for dev in (a, b):
             ip("netns", "add", dev.netns)
             created.append(dev.netns)
+            if ipv6:  # link-local addresses usable at once (no duplicate detection wait)
+                subprocess.run(
+                    ["ip", "netns", "exec", dev.netns, "sysctl", "-qw",
+                     "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"],
+                    check=True, capture_output=True, timeout=15,
+                )  # fmt: skip
         # the veth pair is born inside the namespaces: nothing in the root namespace
         ip(
             "link", "add", a.ifname, "netns", a.netns, "type", "veth",
             "peer", "name", b.ifname, "netns", b.netns,
         )  # fmt: skip
-        for dev in (a, b):
+        for n, dev in enumerate((a, b), start=1):
             ip("-n", dev.netns, "link", "set", "lo", "up")
-            ip("-n", dev.netns, "addr", "add", f"{dev.address}/24", "dev", dev.ifname)
+            if ipv4:
+                ip("-n", dev.netns, "addr", "add", f"{subnet}.{n}/24", "dev", dev.ifname)
+            if ipv6:  # nodad: usable at once, no duplicate address detection wait
+                ip("-n", dev.netns, "addr", "add", f"{v6}{n}/64", "dev", dev.ifname, "nodad")
             ip("-n", dev.netns, "link", "set", dev.ifname, "up", "multicast", "on")
-            ip("-n", dev.netns, "route", "add", "224.0.0.0/4", "dev", dev.ifname)
+            if ipv4:
+                ip("-n", dev.netns, "route", "add", "224.0.0.0/4", "dev", dev.ifname)
         yield a, b
     finally:
         for name in reversed(created):  # deleting a namespace deletes its veth end

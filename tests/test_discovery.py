@@ -177,7 +177,9 @@ def test_resolve_interfaces() -> None:
     assert resolve_interfaces([]) == []
     assert resolve_interfaces(["127.0.0.1"]) == ["127.0.0.1"]
     assert resolve_interfaces(["::1", "127.0.0.1", "127.0.0.1"]) == ["::1", "127.0.0.1"]
-    assert resolve_interfaces(["fe80::1%eth0"]) == ["fe80::1"]
+    assert resolve_interfaces(["fe80::1%eth0"]) == ["fe80::1%eth0"]  # the scope is kept
+    with pytest.raises(ConfigError, match="link-local address: give its interface"):
+        resolve_interfaces(["fe80::1"])
 
 
 def test_resolve_interfaces_by_name() -> None:

@@ -97,3 +97,34 @@ def test_a_firewalled_port_is_said_as_such(
         "p2pchat: error: could not connect to the host: its port does not answer: "
         "a firewall on that machine? (10.99.0.7:47474 timed out)"
     ), line
+
+
+def test_an_ipv6_only_network(two_v6_devices: tuple[Device, Device], procs: ProcPool) -> None:
+    """No IPv4 anywhere: mDNS runs over IPv6 and join connects to the IPv6 address."""
+    dev_a, dev_b = two_v6_devices
+    bob, _ = start_host(procs, procs.home("bob"), interface=(), prefix=dev_a.prefix)
+    line = next(ln for ln in bob.stderr if "advertised at" in ln)
+    assert dev_a.address in line, line
+    start = time.monotonic()
+    alice = start_join(procs, procs.home("alice"), "--timeout", "15", interface=(),
+                       prefix=dev_b.prefix)  # fmt: skip
+    wait_session(alice, "bob")
+    print(f"scenario IPv6 only: join -> session {time.monotonic() - start:.2f} s")
+    assert any(dev_a.address in ln and "connected to" in ln for ln in alice.stderr), alice.stderr
+    alice.send_line("over IPv6")
+    bob.wait_for_line("stdout", "^alice: over IPv6$")
+
+
+def test_interface_by_name_on_a_dual_stack_interface(
+    two_dual_devices: tuple[Device, Device], procs: ProcPool
+) -> None:
+    """--interface IFNAME where the interface also has IPv6 (link-local included):
+    the host binds every address with its scope instead of failing."""
+    dev_a, dev_b = two_dual_devices
+    bob, _ = start_host(procs, procs.home("bob"), interface=("--interface", dev_a.ifname),
+                           prefix=dev_a.prefix)  # fmt: skip
+    alice = start_join(procs, procs.home("alice"), interface=("--interface", dev_b.ifname),
+                       prefix=dev_b.prefix)  # fmt: skip
+    wait_session(alice, "bob")
+    alice.send_line("dual stack")
+    bob.wait_for_line("stdout", "^alice: dual stack$")

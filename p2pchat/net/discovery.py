@@ -38,6 +38,7 @@ from zeroconf import (  # type: ignore[attr-defined]
     DNSOutgoing,
     DNSQuestion,
     InterfaceChoice,
+    IPVersion,
     NonUniqueNameException,
     NotRunningException,
     RecordUpdate,
@@ -50,7 +51,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from p2pchat.config import MAX_NAME_BYTES, PROTOCOL_VERSION, SERVICE_TYPE
 from p2pchat.errors import ConfigError, DiscoveryError
-from p2pchat.net.interfaces import advertisable, list_interfaces
+from p2pchat.net.interfaces import adapter_addresses, advertisable, list_interfaces
 from p2pchat.proto.text import clean_label, replace_label, truncate_utf8
 
 __all__ = [
@@ -187,23 +188,15 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         return None
 
 
-def _adapter_ips(adapter: ifaddr.Adapter) -> list[str]:
-    out: list[str] = []
-    for ip in adapter.ips:
-        if isinstance(ip.ip, tuple):
-            out.append(ip.ip[0])
-        elif isinstance(ip.ip, str):
-            out.append(ip.ip)
-    return out
-
-
 def resolve_interfaces(specs: Sequence[str]) -> list[str]:
     """Addresses to bind mDNS to, from IP addresses and/or interface names.
 
-    An IP address is kept as given (an IPv6 scope is dropped: zeroconf finds the
-    interface from the address); an interface name stands for all its
-    addresses. An empty ``specs`` gives ``[]``, which means every interface.
-    Raises ConfigError for an unknown name or an interface without addresses.
+    An IP address is kept as given; an IPv6 link-local one needs its scope
+    (``fe80::1%eth0``: without it the address cannot be bound), and an
+    interface name stands for all its addresses, link-local ones with their
+    scope. An empty ``specs`` gives ``[]``, which means every interface.
+    Raises ConfigError for an unknown name, an interface without addresses or
+    a link-local address without a scope.
     """
     out: list[str] = []
     adapters: list[ifaddr.Adapter] | None = None
@@ -211,7 +204,12 @@ def resolve_interfaces(specs: Sequence[str]) -> list[str]:
         spec = raw_spec.strip()
         addr = _parse_ip(spec)
         if addr is not None:
-            candidates = [str(addr).split("%", 1)[0]]
+            if isinstance(addr, ipaddress.IPv6Address) and addr.is_link_local and not addr.scope_id:
+                raise ConfigError(
+                    f"{raw_spec!r} is a link-local address: give its interface too, "
+                    f"as in {raw_spec}%eth0"
+                )
+            candidates = [str(addr)]
         else:
             if adapters is None:
                 try:
@@ -221,7 +219,7 @@ def resolve_interfaces(specs: Sequence[str]) -> list[str]:
             matches = [a for a in adapters if spec and spec in (a.name, a.nice_name)]
             if not matches:
                 raise ConfigError(f"no such interface: {raw_spec!r}")
-            candidates = [ip for a in matches for ip in _adapter_ips(a)]
+            candidates = [ip for a in matches for ip in adapter_addresses(a)]
             if not candidates:
                 raise ConfigError(f"interface {raw_spec!r} has no IP addresses")
         for candidate in candidates:
@@ -235,6 +233,16 @@ def interface_choice(addresses: Sequence[str]) -> InterfaceChoice | list[str]:
     if not addresses:
         return InterfaceChoice.All
     return list(addresses)
+
+
+def ip_version(choice: InterfaceChoice | list[str]) -> IPVersion | None:
+    """mDNS over IPv6 too where the machine has IPv6 (zeroconf's own default for
+    "all interfaces" is IPv4 only, so an IPv6-only network would see nothing);
+    None: let zeroconf decide from an explicit list."""
+    if choice is not InterfaceChoice.All:
+        return None
+    has_v6 = any(":" in a for i in list_interfaces() if i.skip != "loopback" for a in i.addresses)
+    return IPVersion.All if has_v6 else IPVersion.V4Only
 
 
 def _ipv4_first(addresses: Sequence[str]) -> tuple[str, ...]:
@@ -265,7 +273,7 @@ def _advertised_addresses(addresses: Sequence[str], bind: Sequence[str]) -> list
     out: list[str] = []
     for addr in parsed:
         if not addr.is_unspecified:
-            out.append(str(addr))
+            out.append(str(addr).split("%", 1)[0])  # AAAA records carry no scope
             continue
         if bind:
             pool = [a for a in (_parse_ip(b) for b in bind) if a is not None]
@@ -275,7 +283,11 @@ def _advertised_addresses(addresses: Sequence[str], bind: Sequence[str]) -> list
                 found = (_parse_ip(a.split("%", 1)[0]) for a in usable)
                 machine = [a for a in found if a is not None]
             pool = machine
-        out.extend(str(a) for a in pool if a.version == addr.version and not a.is_unspecified)
+        out.extend(
+            str(a).split("%", 1)[0]
+            for a in pool
+            if a.version == addr.version and not a.is_unspecified
+        )
     result = list(_ipv4_first(out))
     if not result:
         raise ConfigError("no IP address to advertise")
@@ -361,7 +373,8 @@ class Advertiser:
             raise RuntimeError("Advertiser can be started once")
         self._started = True
         try:
-            self._aiozc = AsyncZeroconf(interfaces=interface_choice(self._bind))
+            choice = interface_choice(self._bind)
+            self._aiozc = AsyncZeroconf(interfaces=choice, ip_version=ip_version(choice))
         except (OSError, RuntimeError, ValueError) as exc:
             self._closed = True
             raise DiscoveryError(f"cannot start mDNS advertising: {exc}") from exc
@@ -580,7 +593,9 @@ async def async_browse(
         made: dict[bool, AsyncZeroconf] = {}
         for unicast in (True, False):
             try:
-                made[unicast] = AsyncZeroconf(interfaces=choice, unicast=unicast)
+                made[unicast] = AsyncZeroconf(
+                    interfaces=choice, unicast=unicast, ip_version=ip_version(choice)
+                )
             except (OSError, RuntimeError, ValueError) as exc:  # e.g. 5353 held exclusively
                 log.debug("zeroconf (unicast=%s) did not start: %r", unicast, exc)
                 errors.append(exc)

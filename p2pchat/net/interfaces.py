@@ -20,7 +20,7 @@ from typing import Final
 
 import ifaddr
 
-__all__ = ["Interface", "advertisable", "classify", "list_interfaces"]
+__all__ = ["Interface", "adapter_addresses", "advertisable", "classify", "list_interfaces"]
 
 SYSFS: Final = Path("/sys/class/net")
 
@@ -68,7 +68,8 @@ def classify(name: str, sysfs: Path = SYSFS) -> str | None:
     return None
 
 
-def _addresses(adapter: ifaddr.Adapter) -> tuple[str, ...]:
+def adapter_addresses(adapter: ifaddr.Adapter) -> tuple[str, ...]:
+    """An adapter's addresses, IPv6 link-local ones with their ``%name`` scope."""
     out = []
     for ip in adapter.ips:
         if isinstance(ip.ip, tuple):  # IPv6: (address, flowinfo, scope id)
@@ -89,7 +90,7 @@ def list_interfaces(sysfs: Path = SYSFS) -> list[Interface]:
         return []
     out = []
     for adapter in adapters:
-        addrs = _addresses(adapter)
+        addrs = adapter_addresses(adapter)
         if not addrs:
             continue
         plain = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addrs]

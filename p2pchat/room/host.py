@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ from p2pchat.store.identity import Identity, TrustStore
 from p2pchat.store.outbox import Outbox
 
 __all__ = ["HostSeat", "Hosting"]
+
+log = logging.getLogger("p2pchat.room.host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,6 @@ class HostSeat:
     ) -> None:
         self.identity, self.name, self.bus = identity, name, bus
         self._port, self._interfaces = port, interfaces
-        self._limits = limits
         self.relay = Relay(limits, owner_key=identity.public_der)
         self.participant: Participant | None = Participant(
             identity, name, trust, bus, require_known=require_known, outbox=outbox, files=files
@@ -96,23 +99,33 @@ class HostSeat:
 
     async def _listen(self, bind: list[str]) -> list[tuple[str, int]]:
         """Listen on ``bind``: on the port asked for, or (none asked) on the
-        default port, falling back to a free one when it is taken."""
+        default port, falling back to a free one when it is taken. An address
+        that cannot be bound (an IPv6 address still being checked for
+        duplicates, say) is left out with a warning, unless none can be."""
         wanted = DEFAULT_PORT if self._port is None else self._port
-        try:
-            return await self.relay.async_start(bind, wanted)
-        except OSError as exc:
-            in_use = (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE))
-            if self._port is None and exc.errno in in_use:
-                await self.relay.async_close()
-                self.relay = Relay(self._limits, owner_key=self.identity.public_der)
-                return await self._listen_any(bind)
-            raise P2PChatError(f"cannot listen on {', '.join(bind)} port {wanted}: {exc}") from exc
-
-    async def _listen_any(self, bind: list[str]) -> list[tuple[str, int]]:
-        try:
-            return await self.relay.async_start(bind, 0)
-        except OSError as exc:
-            raise P2PChatError(f"cannot listen on {', '.join(bind)}: {exc}") from exc
+        in_use = (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE))
+        served: list[tuple[str, int]] = []
+        failures: list[str] = []
+        for address in bind:
+            port = served[0][1] if served else wanted
+            try:
+                served = await self.relay.async_start([address], port)
+            except OSError as exc:
+                if not served and self._port is None and exc.errno in in_use and port:
+                    wanted = 0  # the default port is taken: any free one
+                    try:
+                        served = await self.relay.async_start([address], 0)
+                        continue
+                    except OSError as again:
+                        exc = again
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                failures.append(why if len(bind) == 1 else f"{address}: {why}")
+        if not served:
+            where = ", ".join(bind)
+            raise P2PChatError(f"cannot listen on {where} port {wanted}: {'; '.join(failures)}")
+        for failure in failures:
+            log.warning("host: not listening on %s", failure)
+        return served
 
     async def async_close(self) -> None:
         """Say goodbye to everyone, withdraw the advertisement, stop the relay."""
