@@ -135,3 +135,12 @@ def two_dual_devices():
     from netlab import make_two_devices
 
     yield from make_two_devices("d", ipv4=True, ipv6=True)
+
+
+@pytest.fixture
+def routed_devices():
+    """A host and a joiner on two subnets, routed: unicast works, mDNS does not cross."""
+    _need_netns()
+    from netlab import make_routed_devices
+
+    yield from make_routed_devices()

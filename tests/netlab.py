@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Device", "ip", "make_two_devices"]
+__all__ = ["Device", "ip", "make_routed_devices", "make_two_devices", "router_of"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,43 @@ def make_two_devices(
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=15)
         assert not any(name in left.stdout for name in created), left.stdout
+
+
+def router_of() -> str:
+    """The router namespace of this process's :func:`make_routed_devices`."""
+    return f"p2pt-rr-{os.getpid()}"
+
+
+def make_routed_devices() -> Iterator[tuple[Device, Device]]:
+    """Two devices on two subnets with a router namespace between them: unicast
+    is routed, link-local multicast (mDNS) never crosses, as between two VLANs
+    or a guest Wi-Fi and the office one. Returns (host side, joiner side)."""
+    pid = os.getpid()
+    n = pid % 200
+    a = Device(f"p2pt-ra-{pid}", f"p2pra{pid % 10000}", f"10.233.{n}.2")
+    b = Device(f"p2pt-rb-{pid}", f"p2prb{pid % 10000}", f"10.234.{n}.2")
+    router = router_of()
+    created: list[str] = []
+    try:
+        for name in (a.netns, router, b.netns):
+            ip("netns", "add", name)
+            created.append(name)
+            ip("-n", name, "link", "set", "lo", "up")
+        for dev, side, net in ((a, "a", f"10.233.{n}"), (b, "b", f"10.234.{n}")):
+            rside = f"p2pr{side}{pid % 10000}r"
+            ip("link", "add", dev.ifname, "netns", dev.netns, "type", "veth",
+               "peer", "name", rside, "netns", router)  # fmt: skip
+            ip("-n", dev.netns, "addr", "add", f"{dev.address}/24", "dev", dev.ifname)
+            ip("-n", router, "addr", "add", f"{net}.1/24", "dev", rside)
+            ip("-n", dev.netns, "link", "set", dev.ifname, "up", "multicast", "on")
+            ip("-n", router, "link", "set", rside, "up")
+            ip("-n", dev.netns, "route", "add", "default", "via", f"{net}.1")
+            ip("-n", dev.netns, "route", "add", "224.0.0.0/4", "dev", dev.ifname)
+        subprocess.run(
+            ["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            check=True, capture_output=True, timeout=15,
+        )  # fmt: skip
+        yield a, b
+    finally:
+        for name in reversed(created):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)

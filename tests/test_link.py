@@ -199,4 +199,29 @@ def test_discover_finding_nothing_exits_2_with_one_line(
         procs.procs.append(proc)
         assert proc.wait(20) == 2, proc.describe()
         assert proc.stdout == []
-        assert proc.stderr == ["p2pchat: no p2pchat host found within 0.5 s"]
+        assert proc.stderr == [
+            "p2pchat: no p2pchat host found within 0.5 s: no mDNS answer of any kind was "
+            "heard on 127.0.0.1: multicast is blocked (client isolation, guest Wi-Fi, a "
+            "firewall on UDP 5353), or nobody else is on this network"
+        ]
+
+
+def test_a_name_not_found_lists_the_hosts_seen(private_lo: list[str], procs: ProcPool) -> None:
+    if not private_lo:
+        pytest.skip("needs root: a loopback of its own, with only our host on it")
+    from procs import (
+        Proc,
+        base_env,
+        p2pchat_cmd,
+        run_p2pchat,  # noqa: F401  (the one-shot runner has no prefix)
+    )
+
+    start_host(procs, procs.home("bob"), prefix=private_lo)
+    proc = Proc(
+        [*private_lo, *p2pchat_cmd("join", "carol", "--home", procs.home("alice"),
+                                   "--interface", "127.0.0.1", "--timeout", "2")],
+        env=base_env(),
+    )  # fmt: skip
+    procs.procs.append(proc)
+    assert proc.wait(20) == 2, proc.describe()
+    assert proc.stderr == ["p2pchat: no host named 'carol' found within 2 s; hosts seen: bob"]

@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from netlab import Device, ip
+from netlab import Device, ip, router_of
 from procs import ProcPool, fingerprint_of, start_host, start_join, wait_session
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,16 +37,18 @@ def test_a_container_bridge_on_the_host_is_not_advertised(
     print(f"scenario docker0: join -> session {time.monotonic() - start:.2f} s")
 
 
-def test_join_by_name_works_from_memory_when_multicast_is_blocked(
-    two_devices: tuple[Device, Device], procs: ProcPool
+def test_two_subnets_connect_then_by_name_from_memory(
+    routed_devices: tuple[Device, Device], procs: ProcPool
 ) -> None:
-    """alice met bob once; then multicast stops (guest Wi-Fi, a firewall on 5353).
-    'join bob' still connects, to where bob was, past an address that now
+    """bob and alice on two subnets (mDNS does not cross the router). alice joins
+    once with --connect ADDR (no port: the default one), and from then on
+    'join bob' works, from where bob was, past a remembered address that now
     swallows every SYN (tried in parallel, so it costs nothing)."""
-    dev_a, dev_b = two_devices
+    dev_a, dev_b = routed_devices
     home_bob, home_alice = procs.home("bob"), procs.home("alice")
     bob, port = start_host(procs, home_bob, interface=(), prefix=dev_a.prefix)
-    alice = start_join(procs, home_alice, "bob", interface=(), prefix=dev_b.prefix)
+    alice = start_join(procs, home_alice, "--connect", dev_a.address, interface=(),
+                       prefix=dev_b.prefix)  # fmt: skip
     wait_session(alice, "bob")
     alice.close_stdin()
     assert alice.wait(20) == 0, alice.describe()
@@ -54,12 +56,8 @@ def test_join_by_name_works_from_memory_when_multicast_is_blocked(
     (entry,) = book["hosts"].values()
     assert entry["addresses"][0] == dev_a.address and entry["port"] == port
 
-    # multicast gone on alice's side
-    ip("-n", dev_b.netns, "route", "del", "224.0.0.0/4", "dev", dev_b.ifname)
-    ip("-n", dev_b.netns, "link", "set", dev_b.ifname, "multicast", "off")
-    # and a remembered address that now leads nowhere: routed to bob's device,
-    # which does not forward, so every SYN to it is dropped without an answer
-    ip("-n", dev_b.netns, "route", "add", "10.99.0.0/16", "via", dev_a.address)
+    # a remembered address that now leads nowhere: the router drops it silently
+    ip("-n", router_of(), "route", "add", "blackhole", "10.99.0.0/16")
     entry["addresses"] = ["10.99.0.7", *entry["addresses"]]
     (home_alice / "known_hosts.json").write_text(json.dumps(book))
 
@@ -68,12 +66,28 @@ def test_join_by_name_works_from_memory_when_multicast_is_blocked(
                        prefix=dev_b.prefix)  # fmt: skip
     again.wait_for_line("stderr", rf"^p2pchat: connected to {re.escape(dev_a.address)}:{port}$")
     wait_session(again, "bob")
-    print(f"scenario multicast blocked: join bob -> session {time.monotonic() - start:.2f} s")
+    print(f"scenario two subnets, by name from memory: {time.monotonic() - start:.2f} s")
     again.send_line("from memory")
     bob.wait_for_line("stdout", "^alice: from memory$")
     again.close_stdin()
     assert again.wait(20) == 0, again.describe()
     assert fingerprint_of(home_bob)  # bob is who he was: the key check decided
+
+
+def test_doctor_across_a_router_hears_nothing_and_says_what_to_do(
+    routed_devices: tuple[Device, Device], procs: ProcPool
+) -> None:
+    from procs import Proc, base_env, p2pchat_cmd
+
+    dev_a, dev_b = routed_devices
+    start_host(procs, procs.home("bob"), interface=(), prefix=dev_a.prefix)
+    doctor = Proc(
+        [*dev_b.prefix, *p2pchat_cmd("doctor", "--home", procs.home("alice"), "--timeout", "1")],
+        env=base_env(),
+    )
+    procs.procs.append(doctor)
+    assert doctor.wait(30) == 2, doctor.describe()
+    assert doctor.stdout[-1].startswith("advice: no mDNS answer at all"), doctor.stdout
 
 
 def test_a_firewalled_port_is_said_as_such(
@@ -128,3 +142,25 @@ def test_interface_by_name_on_a_dual_stack_interface(
     wait_session(alice, "bob")
     alice.send_line("dual stack")
     bob.wait_for_line("stdout", "^alice: dual stack$")
+
+
+def test_doctor_sees_the_host_and_its_reachable_address(
+    two_devices: tuple[Device, Device], procs: ProcPool
+) -> None:
+    from procs import Proc, base_env, p2pchat_cmd
+
+    dev_a, dev_b = two_devices
+    start_host(procs, procs.home("bob"), interface=(), prefix=dev_a.prefix)
+    doctor = Proc(
+        [*dev_b.prefix, *p2pchat_cmd("doctor", "--home", procs.home("alice"), "--json")],
+        env=base_env(),
+    )
+    procs.procs.append(doctor)
+    assert doctor.wait(30) == 0, doctor.describe()
+    report = json.loads(doctor.stdout[0])
+    (iface,) = [i for i in report["interfaces"] if i["name"] == dev_b.ifname]
+    assert iface["skip"] is None
+    (host,) = report["hosts"]
+    assert host["name"] == "bob" and host["addresses"][dev_a.address] == "reachable"
+    assert report["mdns"]["records"] > 0
+    assert report["advice"] == "everything looks fine: 'p2pchat join' should work"

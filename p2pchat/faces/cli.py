@@ -1,4 +1,4 @@
-"""Command line: ``p2pchat host|join|send|discover|id|trust``.
+"""Command line: ``p2pchat host|join|send|discover|doctor|id|trust``.
 
 Every expected failure is one clear line on stderr and a non-zero exit code:
 1 general failure (peer left, connection lost, incompatible version), 2 no
@@ -239,6 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument(
         "--interface", metavar="ADDR|IFNAME", action="append", help="browse only here"
     )
+    disc.add_argument(
+        "--probe", action="store_true", help="also try a TCP connection to each address found"
+    )
+
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check this machine's side of discovery and say what to do",
+        description="List the interfaces a host here would advertise and skip (and why), "
+        "browse for hosts while counting every mDNS answer heard, probe each address of "
+        "each host found, and give one line of advice. Exit 0 when a host was found and "
+        "reached, 1 when one was found but not reached, 2 when none was found.",
+    )
+    doctor.add_argument("--timeout", type=_positive, default=3.0, help="seconds (default: 3)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object")
+    doctor.add_argument(
+        "--interface", metavar="ADDR|IFNAME", action="append", help="browse only here"
+    )
 
     sub.add_parser(
         "id",
@@ -305,6 +323,10 @@ def _run_command(args: argparse.Namespace) -> int:
         from p2pchat.faces.trustcmd import run_discover
 
         return asyncio.run(run_discover(args))
+    if args.command == "doctor":
+        from p2pchat.faces.doctor import run_doctor
+
+        return asyncio.run(run_doctor(args))
     if getattr(args, "name", None) is None:
         args.name = _default_name()
     if args.command == "send":

@@ -59,13 +59,19 @@ def _trust(args: argparse.Namespace, store: TrustStore) -> int:
 
 
 async def run_discover(args: argparse.Namespace) -> int:
-    from p2pchat.room import async_browse, resolve_interfaces
+    from p2pchat.room import BrowseReport, async_browse, resolve_interfaces
 
-    hosts = await async_browse(
-        timeout=args.timeout, interfaces=resolve_interfaces(args.interface or [])
-    )
+    bind = resolve_interfaces(args.interface or [])
+    report = BrowseReport(bind)
+    hosts = await async_browse(timeout=args.timeout, interfaces=bind, report=report)
+    probes = {}
+    if getattr(args, "probe", False):
+        from p2pchat.faces.doctor import async_probe
+
+        probes = {h.instance: dict(await async_probe(h)) for h in hosts}
     for host in hosts:
         fp = format_fingerprint(host.fingerprint) if host.fingerprint else None
+        probed = probes.get(host.instance)
         if args.json:
             print(
                 json.dumps(
@@ -76,15 +82,20 @@ async def run_discover(args: argparse.Namespace) -> int:
                         "port": host.port,
                         "fingerprint": fp,
                         "version": host.version,
+                        **({"probe": probed} if probed is not None else {}),
                     },
                     ensure_ascii=False,
                 )
             )
         else:
             print(f"{host.name:20} {', '.join(host.addresses)} port {host.port}  {fp or '-'}")
+            for address, outcome in (probed or {}).items():
+                print(f"    {address:40} {outcome}")
     if not hosts:
         # nothing found is a failure a script must see: exit 2, as join does
         from p2pchat.errors import DiscoveryError
 
-        raise DiscoveryError(f"no p2pchat host found within {args.timeout:g} s")
+        raise DiscoveryError(
+            f"no p2pchat host found within {args.timeout:g} s: {report.describe()}"
+        )
     return 0

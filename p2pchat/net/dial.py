@@ -75,18 +75,20 @@ def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
 
 def rank(candidates: Sequence[Candidate], networks: Sequence[Network]) -> list[Candidate]:
     """Candidates in the order to try: addresses in one of our own networks
-    first, then other IPv4, other IPv6, then names; an IPv6 link-local address
-    without a scope (``%eth0``) is dropped (it cannot be connected to). Stable
-    within each class; duplicates dropped."""
+    first, then other IPv4, other IPv6, then IPv6 link-local, then names; a
+    link-local address without a scope (``%eth0``) is dropped (it cannot be
+    connected to). Stable within each class; duplicates dropped."""
 
     def key(c: Candidate) -> int:
         addr = _parse(c[0])
         if addr is None:
             return 4  # a host name: the resolver decides
         plain = ipaddress.ip_address(c[0].split("%", 1)[0])
+        if plain.is_link_local:
+            return 3
         if any(plain in net for net in networks if net.version == plain.version):
             return 0
-        return 1 if plain.version == 4 else (3 if plain.is_link_local else 2)
+        return 1 if plain.version == 4 else 2
 
     seen: list[Candidate] = []
     for c in candidates:

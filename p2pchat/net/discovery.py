@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -56,6 +57,7 @@ from p2pchat.proto.text import clean_label, replace_label, truncate_utf8
 
 __all__ = [
     "Advertiser",
+    "BrowseReport",
     "HostInfo",
     "async_browse",
     "encode_txt",
@@ -428,11 +430,39 @@ class Advertiser:
 # ------------------------------------------------------------------------- browse
 
 
+def _with_scopes(addresses: Sequence[str]) -> list[str]:
+    """Link-local IPv6 addresses with a usable scope, by interface name
+    (zeroconf gives the index). One heard without its scope (an AAAA record
+    that came over IPv4) gets the scope of our one interface with a link-local
+    address; with several it is ambiguous and dropped (it cannot be dialled)."""
+    scopes = {
+        a.split("%", 1)[1]
+        for i in list_interfaces()
+        if i.skip != "loopback"
+        for a in i.addresses
+        if "%" in a
+    }
+    only = next(iter(scopes)) if len(scopes) == 1 else None
+    out = []
+    for a in addresses:
+        addr, _, scope = a.partition("%")
+        if not addr.lower().startswith("fe80:"):
+            out.append(a)
+            continue
+        if scope.isdigit():
+            with contextlib.suppress(OSError, OverflowError):
+                scope = socket.if_indextoname(int(scope))
+        scope = scope or only or ""
+        if scope:
+            out.append(f"{addr}%{scope}")
+    return out
+
+
 def _host_from_info(info: AsyncServiceInfo) -> HostInfo | None:
     port = info.port
     if port is None or not 0 < port < 65536:
         return None
-    addresses = _ipv4_first(info.parsed_scoped_addresses())
+    addresses = _ipv4_first(_with_scopes(info.parsed_scoped_addresses()))
     if not addresses:
         return None
     name, fingerprint, version = parse_txt(info.properties)
@@ -459,6 +489,36 @@ def _send_ptr_query(zc: Zeroconf) -> None:
     out = DNSOutgoing(_FLAGS_QUERY, multicast=False, id_=1 + secrets.randbelow(0xFFFF))
     out.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
     zc.async_send(out)
+
+
+@dataclass
+class BrowseReport:
+    """What one browse saw, for an error that says what happened."""
+
+    listened: list[str]  #: the addresses mDNS ran on ("all interfaces" when empty)
+    records: int = 0  #: mDNS records heard at all, p2pchat or not (0: nothing answers here)
+    instances: list[str] | None = None  #: p2pchat instances seen, resolved or not
+
+    def describe(self) -> str:
+        where = ", ".join(self.listened) or "all interfaces"
+        if not self.records:
+            return (
+                f"no mDNS answer of any kind was heard on {where}: multicast is blocked "
+                "(client isolation, guest Wi-Fi, a firewall on UDP 5353), or nobody else is "
+                "on this network"
+            )
+        return f"mDNS works on {where}, but no p2pchat host answered"
+
+
+class _Counter(RecordUpdateListener):
+    """Counts every record heard (any service): is anything answering at all?"""
+
+    def __init__(self, report: BrowseReport) -> None:
+        super().__init__()
+        self._report = report
+
+    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
+        self._report.records += len(records)
 
 
 class _Mirror(RecordUpdateListener):
@@ -563,6 +623,7 @@ async def async_browse(
     interfaces: Sequence[str] = (),
     want: Callable[[HostInfo], bool] | None = None,
     settle: float = 0.0,
+    report: BrowseReport | None = None,
 ) -> list[HostInfo]:
     """Browse for hosts for at most ``timeout`` seconds.
 
@@ -572,6 +633,7 @@ async def async_browse(
     too; the list holds every host resolved so far, matching or not: filter it).
     ``interfaces`` are bind addresses or interface names (empty: all). Raises
     DiscoveryError if mDNS cannot start; zeroconf is always closed on return.
+    ``report``, if given, is filled with what was listened on and heard.
 
     Two zeroconf instances browse side by side. One listens on port 5353, so it
     hears announcements and goodbyes. The other sends from an ephemeral port:
@@ -605,6 +667,10 @@ async def async_browse(
             raise DiscoveryError(f"cannot start mDNS browsing: {errors[0]}") from errors[0]
         if True in made and False in made:
             made[True].zeroconf.async_add_listener(_Mirror(made[False].zeroconf), None)
+        if report is not None:
+            report.listened = list(resolve_interfaces(interfaces))
+            for aiozc in instances:
+                aiozc.zeroconf.async_add_listener(_Counter(report), None)
         for aiozc in instances:
             browsers.append(
                 AsyncServiceBrowser(aiozc.zeroconf, SERVICE_TYPE, handlers=[state.on_change])

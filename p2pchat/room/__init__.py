@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from p2pchat.errors import ExitCode, describe_error
-    from p2pchat.net.discovery import HostInfo, async_browse, resolve_interfaces
+    from p2pchat.net.dial import async_race
+    from p2pchat.net.discovery import BrowseReport, HostInfo, async_browse, resolve_interfaces
+    from p2pchat.net.interfaces import list_interfaces
     from p2pchat.net.relay import RelayLimits
     from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
     from p2pchat.proto.text import check_name, sanitize
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
 __all__ = [
+    "async_race",
+    "list_interfaces",
+    "BrowseReport",
     "Connected",
     "Delivered",
     "Disconnected",
@@ -97,6 +102,9 @@ __all__ = [
 
 #: where each exported name lives
 _WHERE = {
+    "async_race": "p2pchat.net.dial",
+    "list_interfaces": "p2pchat.net.interfaces",
+    "BrowseReport": "p2pchat.net.discovery",
     "Connected": "p2pchat.room.events",
     "Delivered": "p2pchat.room.events",
     "Disconnected": "p2pchat.room.events",

@@ -58,13 +58,6 @@ RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the netw
 RETRY_PAUSE = 0.5  # seconds before racing the addresses again when all failed fast
 REMEMBERED_BROWSE = 1.0  # seconds of mDNS when we remember where the host was
 
-NO_HOST_HELP = (
-    "no p2pchat host found within {t:g} s. Likely causes: the host is on another network "
-    "or VLAN; the Wi-Fi isolates clients from each other; a firewall blocks UDP port 5353 "
-    "(mDNS) or the host's TCP port. If you know the host's address, use "
-    "'p2pchat join --connect ADDR[:PORT]'."
-)
-
 #: Picks one of several hosts found (None: none of them).
 Chooser = Callable[[list["HostInfo"]], Awaitable["HostInfo | None"]]
 
@@ -157,30 +150,36 @@ async def _discover(
     interfaces: Sequence[str],
     choose: Chooser | None,
 ) -> HostInfo:
-    from p2pchat.net.discovery import async_browse, resolve_interfaces  # zeroconf: only here
+    from p2pchat.net.discovery import BrowseReport, async_browse, resolve_interfaces  # zeroconf
 
     bind = resolve_interfaces(interfaces)
+    report = BrowseReport(bind)
+    seen: list[HostInfo] = []
     if host_name:
 
         def want(h: HostInfo) -> bool:
             return h.name == host_name or h.instance.split(".")[0] == host_name
 
-        hosts = await async_browse(timeout=timeout, interfaces=bind, want=want)
-        hosts = [h for h in hosts if want(h)]
+        seen = await async_browse(timeout=timeout, interfaces=bind, want=want, report=report)
+        hosts = [h for h in seen if want(h)]
     else:
         hosts = await async_browse(
-            timeout=timeout, interfaces=bind, want=lambda h: True, settle=0.25
+            timeout=timeout, interfaces=bind, want=lambda h: True, settle=0.25, report=report
         )
     if expect is not None:
         hosts = [h for h in hosts if h.fingerprint in (None, expect)] or hosts
     if not hosts:
-        if host_name:
+        if host_name and seen:
+            names = ", ".join(sorted({h.name for h in seen}))
             raise DiscoveryError(
-                f"no host named {host_name!r} found within {timeout:g} s "
-                "(run 'p2pchat discover' to list the hosts that can be seen, or use "
-                "'p2pchat join --connect ADDR[:PORT]')"
+                f"no host named {host_name!r} found within {timeout:g} s; hosts seen: {names}"
             )
-        raise DiscoveryError(NO_HOST_HELP.format(t=timeout))
+        what = f"no host named {host_name!r}" if host_name else "no p2pchat host"
+        raise DiscoveryError(
+            f"{what} found within {timeout:g} s: {report.describe()}. If you know the "
+            "host's address, use 'p2pchat join --connect ADDR' ('p2pchat doctor' checks "
+            "this machine's side)."
+        )
     if len(hosts) == 1:
         return hosts[0]
     if choose is None:
