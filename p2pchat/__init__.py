@@ -23,6 +23,7 @@ __all__ = [
     "P2PChatError",
     "Connected",
     "Delivered",
+    "Dialing",
     "Disconnected",
     "Event",
     "ExitCode",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from p2pchat.room import (
         Connected,
         Delivered,
+        Dialing,
         Disconnected,
         Event,
         ExitCode,

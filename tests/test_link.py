@@ -225,3 +225,17 @@ def test_a_name_not_found_lists_the_hosts_seen(private_lo: list[str], procs: Pro
     procs.procs.append(proc)
     assert proc.wait(20) == 2, proc.describe()
     assert proc.stderr == ["p2pchat: no host named 'carol' found within 2 s; hosts seen: bob"]
+
+
+def test_a_machine_with_only_loopback_hosts_on_loopback(
+    private_lo: list[str], procs: ProcPool
+) -> None:
+    """No --interface, nothing but lo: the host advertises 127.0.0.1 (it used
+    to exit 2, "no IP address to advertise") and a joiner finds it by name."""
+    if not private_lo:
+        pytest.skip("needs root: a namespace with nothing but loopback")
+    bob, _ = start_host(procs, procs.home("bob"), interface=(), prefix=private_lo)
+    line = next(ln for ln in bob.stderr if "advertised at" in ln)
+    assert "advertised at 127.0.0.1" in line, line
+    alice = start_join(procs, procs.home("alice"), "bob", interface=(), prefix=private_lo)
+    wait_session(alice, "bob")

@@ -41,6 +41,8 @@ async def test_host_and_join_talk_verify_and_leave(tmp_path: Path) -> None:
         async with _join(tmp_path, bob.hosting.port) as alice:
             alice_events = alice.events()
             # the first stream also holds what happened during start()
+            dialing = await _next(alice_events, p2pchat.Dialing)
+            assert dialing.addresses == (("127.0.0.1", bob.hosting.port),)
             ready = await _next(alice_events, p2pchat.SessionReady)
             assert ready.peer.name == "bob" and ready.trust is p2pchat.Trust.NEW
             assert [m.peer.name for m in alice.members] == ["bob"]

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from p2pchat.room import (
     Connected,
     Delivered,
+    Dialing,
     Disconnected,
     Event,
     FileCompleted,
@@ -81,8 +82,12 @@ def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
     return "\n".join(lines)
 
 
-def describe_link_event(event: Connected | Reconnecting | Reconnected) -> list[str]:
+def describe_link_event(event: Dialing | Connected | Reconnecting | Reconnected) -> list[str]:
     """The status lines for a change of the joiner's link to the host."""
+    if isinstance(event, Dialing):
+        who = f"{event.name} at " if event.name else ""
+        where = ", ".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in event.addresses)
+        return [f"trying {who}{where}"]
     if isinstance(event, Connected):
         return [f"connected to {event.address}:{event.port}"]
     if isinstance(event, Reconnected):
@@ -223,6 +228,10 @@ class LineOutput:
         if isinstance(event, MessageSent):
             if self.json_mode:
                 self.json("sent", id=event.msg_id.hex(), text=event.text, to=list(event.to))
+        elif isinstance(event, Dialing):
+            if self.err.isatty():  # on a terminal only: scripts read one line per failure
+                for line in describe_link_event(event):
+                    self.status(line)
         elif isinstance(event, Connected | Reconnecting | Reconnected):
             for line in describe_link_event(event):
                 self.status(line)

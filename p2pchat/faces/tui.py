@@ -19,6 +19,7 @@ from p2pchat.faces.lines import describe_file_event, describe_link_event, mismat
 from p2pchat.room import (
     Connected,
     Delivered,
+    Dialing,
     Disconnected,
     Event,
     FileCompleted,
@@ -67,7 +68,7 @@ class _Screen:
             self.texts[event.msg_id] = event.text
             who = f"you to {event.to[0]} only" if event.direct and event.to else "you"
             self.say(f"{who}: {sanitize(event.text)}  (sending…)")
-        elif isinstance(event, Connected | Reconnecting | Reconnected):
+        elif isinstance(event, Dialing | Connected | Reconnecting | Reconnected):
             for line in describe_link_event(event):
                 self.say(f"{'!' if line.startswith('reconnect failed') else '*'} {line}")
         elif isinstance(event, RoomEnded):

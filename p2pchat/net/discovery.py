@@ -63,6 +63,7 @@ __all__ = [
     "encode_txt",
     "interface_choice",
     "parse_txt",
+    "probe_send",
     "resolve_interfaces",
 ]
 
@@ -491,16 +492,43 @@ def _send_ptr_query(zc: Zeroconf) -> None:
     zc.async_send(out)
 
 
+def probe_send(bind: Sequence[str]) -> str | None:
+    """Send one mDNS query for our service type from each IPv4 address in
+    ``bind`` (all interfaces: the default route's), the same query a browse
+    sends; None if the system let every one out, else why not ("a local
+    firewall refuses our mDNS packets" for EPERM/EACCES)."""
+    out = DNSOutgoing(_FLAGS_QUERY, multicast=False, id_=1 + secrets.randbelow(0xFFFF))
+    out.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
+    packet = out.packets()[0]
+    sources = [a for a in bind if ":" not in a] if bind else ["0.0.0.0"]  # noqa: S104
+    for source in sources:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+                if source != "0.0.0.0":  # noqa: S104
+                    s.setsockopt(
+                        socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(source)
+                    )
+                s.sendto(packet, ("224.0.0.251", 5353))
+            except PermissionError:
+                return f"a local firewall refuses our mDNS packets (from {source})"
+            except OSError as exc:
+                return f"mDNS packets cannot be sent from {source}: {exc.strerror or exc}"
+    return None
+
+
 @dataclass
 class BrowseReport:
     """What one browse saw, for an error that says what happened."""
 
     listened: list[str]  #: the addresses mDNS ran on ("all interfaces" when empty)
     records: int = 0  #: mDNS records heard at all, p2pchat or not (0: nothing answers here)
-    instances: list[str] | None = None  #: p2pchat instances seen, resolved or not
+    send_error: str | None = None  #: why our queries could not leave, if the system said so
 
     def describe(self) -> str:
         where = ", ".join(self.listened) or "all interfaces"
+        if self.send_error:
+            return f"{self.send_error}: allow UDP port 5353 out and in on this machine"
         if not self.records:
             return (
                 f"no mDNS answer of any kind was heard on {where}: multicast is blocked "
@@ -694,6 +722,8 @@ async def async_browse(
                     current = state.hosts.get(host.instance.lower())
                     if want is not None and current is host and want(host):
                         break
+        if report is not None and not report.records:
+            report.send_error = probe_send(report.listened)
         if settle > 0 and loop.time() < deadline:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(min(deadline, loop.time() + settle)):

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from p2pchat.room.events import (
         Connected,
         Delivered,
+        Dialing,
         Disconnected,
         Event,
         FileCompleted,
@@ -54,6 +55,7 @@ __all__ = [
     "BrowseReport",
     "Connected",
     "Delivered",
+    "Dialing",
     "Disconnected",
     "Event",
     "ExitCode",
@@ -107,6 +109,7 @@ _WHERE = {
     "BrowseReport": "p2pchat.net.discovery",
     "Connected": "p2pchat.room.events",
     "Delivered": "p2pchat.room.events",
+    "Dialing": "p2pchat.room.events",
     "Disconnected": "p2pchat.room.events",
     "Event": "p2pchat.room.events",
     "ExitCode": "p2pchat.errors",

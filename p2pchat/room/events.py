@@ -18,6 +18,7 @@ from p2pchat.proto.keys import format_fingerprint
 __all__ = [
     "Connected",
     "Delivered",
+    "Dialing",
     "Disconnected",
     "Event",
     "FileCompleted",
@@ -195,6 +196,14 @@ class MessageSent:
 
 
 @dataclass(frozen=True, slots=True)
+class Dialing:
+    """A joiner is trying these addresses of the host (ranked, raced)."""
+
+    addresses: tuple[tuple[str, int], ...]
+    name: str | None = None  #: the host's advertised name, when found by discovery
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
     """A joiner's connection to the host's relay is up (the session follows)."""
 
@@ -239,6 +248,7 @@ Event = (
     | FileProgress
     | FileCompleted
     | FileFailed
+    | Dialing
     | Connected
     | Reconnecting
     | Reconnected

@@ -40,7 +40,7 @@ from p2pchat.net.dial import (
 )
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.room.bus import EventBus
-from p2pchat.room.events import Connected, Event, Reconnected, Reconnecting, RoomEnded
+from p2pchat.room.events import Connected, Dialing, Event, Reconnected, Reconnecting, RoomEnded
 from p2pchat.room.participant import FileHandler, Participant
 from p2pchat.store.hosts import HostBook, KnownHost
 from p2pchat.store.identity import Identity, TrustStore
@@ -352,6 +352,7 @@ async def _connect_any(
     that answers, and keep trying until ``deadline``: a host that is starting,
     or an address that is not a p2pchat relay, does not end the attempt."""
     candidates = rank(target.addresses, local_networks())
+    bus.publish(Dialing(tuple(candidates), target.name))
     failures: dict[tuple[str, int], Attempt] = {}
     not_relays: set[tuple[str, int]] = set()
     while True:
