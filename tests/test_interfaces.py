@@ -90,3 +90,43 @@ def test_hosts_are_remembered_bounded_and_a_broken_file_is_ignored(tmp_path: Pat
     for junk in (b"{", b"[]", b'{"hosts": {"AAAA": {"addresses": 5}}}', b"\xff" * 10):
         book.path.write_bytes(junk)
         assert book.get(fp) is None  # no exception: only a slower join
+
+
+# ---------------------------------------------------------------- the local firewall
+
+
+def _fake_tool(bin_dir: Path, name: str, output: str, code: int = 0) -> None:
+    """A stand-in for ``name`` that prints ``output`` (shell builtins only: PATH
+    holds nothing else)."""
+    lines = "".join(f"echo '{line}'\n" for line in output.splitlines())
+    tool = bin_dir / name
+    tool.write_text(f"#!/bin/sh\n{lines}exit {code}\n")
+    tool.chmod(0o755)
+
+
+def test_the_firewall_view_reports_rules_that_block_mdns_or_the_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pchat.net.firewall import read_firewall
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert not read_firewall(47474).readable  # no tool at all
+    rules = "\n".join(
+        [
+            "-P INPUT ACCEPT",
+            "-A INPUT -p udp -m udp --dport 5353 -j DROP",
+            "-A INPUT -p tcp -m tcp --dport 47474 -j REJECT",
+            "-A INPUT -p tcp -m tcp --dport 22 -j DROP",
+            "-A INPUT -p udp -m udp --dport 5353 -j ACCEPT",
+        ]
+    )
+    _fake_tool(tmp_path, "iptables", rules)
+    view = read_firewall(47474)
+    assert view.readable and view.source == "iptables"
+    assert view.blocking == (
+        "-A INPUT -p udp -m udp --dport 5353 -j DROP",
+        "-A INPUT -p tcp -m tcp --dport 47474 -j REJECT",
+    )
+    assert "blocking rules" in view.describe()
+    _fake_tool(tmp_path, "iptables", "", code=4)  # not root
+    assert "not root" in read_firewall(47474).describe()

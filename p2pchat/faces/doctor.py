@@ -13,6 +13,7 @@ import argparse
 import json
 
 from p2pchat.room import (
+    DEFAULT_PORT,
     BrowseReport,
     ExitCode,
     HostInfo,
@@ -20,6 +21,7 @@ from p2pchat.room import (
     async_race,
     format_fingerprint,
     list_interfaces,
+    read_firewall,
     resolve_interfaces,
 )
 
@@ -45,6 +47,8 @@ async def async_probe(host: HostInfo) -> list[tuple[str, str]]:
 def _advice(report: BrowseReport, usable: int, probes: dict[str, list[tuple[str, str]]]) -> str:
     if not usable:
         return "no interface here that a peer could reach: connect to the network first"
+    if report.send_error:
+        return f"{report.send_error}: allow UDP port 5353 out and in on this machine"
     if not probes:
         if not report.records:
             return (
@@ -75,6 +79,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
     report = BrowseReport(bind)
     hosts = await async_browse(timeout=args.timeout, interfaces=bind, report=report)
     probes = {h.name: await async_probe(h) for h in hosts}
+    firewall = read_firewall(hosts[0].port if hosts else DEFAULT_PORT)
     advice = _advice(report, len(used) or len(bind), probes)
     if args.json:
         print(
@@ -84,7 +89,16 @@ async def run_doctor(args: argparse.Namespace) -> int:
                         {"name": i.name, "addresses": list(i.addresses), "skip": i.skip}
                         for i in interfaces
                     ],
-                    "mdns": {"listened": report.listened, "records": report.records},
+                    "mdns": {
+                        "listened": report.listened,
+                        "records": report.records,
+                        "send_error": report.send_error,
+                    },
+                    "firewall": {
+                        "readable": firewall.readable,
+                        "source": firewall.source,
+                        "blocking": list(firewall.blocking),
+                    },
                     "hosts": [
                         {
                             "name": h.name,
@@ -104,6 +118,9 @@ async def run_doctor(args: argparse.Namespace) -> int:
     else:
         where = ", ".join(report.listened) or "all interfaces"
         print(f"mDNS on {where} for {args.timeout:g} s: {report.records} record(s) heard")
+        if report.send_error:
+            print(f"  {report.send_error}")
+        print(firewall.describe())
         for h in hosts:
             print(f"  host {h.name} port {h.port}:")
             for address, outcome in probes[h.name]:

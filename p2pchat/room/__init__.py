@@ -11,9 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from p2pchat.config import DEFAULT_PORT
     from p2pchat.errors import ExitCode, describe_error
     from p2pchat.net.dial import async_race
     from p2pchat.net.discovery import BrowseReport, HostInfo, async_browse, resolve_interfaces
+    from p2pchat.net.firewall import read_firewall
     from p2pchat.net.interfaces import list_interfaces
     from p2pchat.net.relay import RelayLimits
     from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
 __all__ = [
+    "DEFAULT_PORT",
+    "read_firewall",
     "async_race",
     "list_interfaces",
     "BrowseReport",
@@ -104,6 +108,8 @@ __all__ = [
 
 #: where each exported name lives
 _WHERE = {
+    "DEFAULT_PORT": "p2pchat.config",
+    "read_firewall": "p2pchat.net.firewall",
     "async_race": "p2pchat.net.dial",
     "list_interfaces": "p2pchat.net.interfaces",
     "BrowseReport": "p2pchat.net.discovery",
