@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,248 @@ def test_seen_ids_kept_for_the_most_recent_peers_only() -> None:
     # the five least recently active peers were forgotten, the others remembered
     assert box.first_sighting(peers[0], mid)
     assert not box.first_sighting(peers[-1], mid)
+
+
+# ------------------------------------------------------------ saves off the loop
+
+
+class _GatedWrites:
+    """Replaces the outbox's file write: counts writes, and can hold one in the
+    worker until the test lets it go (from the loop, or after ``timeout``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, loop: asyncio.AbstractEventLoop) -> None:
+        from p2pchat.store import outbox as ob
+
+        self.real = ob.write_private
+        self.loop = loop
+        self.writes = 0
+        self.gate: threading.Event | None = None
+        self.timeout = 5.0
+        self.started = asyncio.Event()
+        self.released_in_time: list[bool] = []
+        self.on_loop: list[bool] = []
+        monkeypatch.setattr(ob, "write_private", self.write)
+
+    def write(self, path: Path, data: bytes) -> None:
+        self.writes += 1
+        self.on_loop.append(threading.current_thread() is threading.main_thread())
+        gate = self.gate
+        if gate is not None:
+            self.loop.call_soon_threadsafe(self.started.set)
+            self.released_in_time.append(gate.wait(self.timeout))
+        self.real(path, data)
+
+
+def _durable(tmp_path: Path) -> tuple[Path, bytes, Outbox]:
+    path, key = tmp_path / "outbox.bin", os.urandom(32)
+    return path, key, Outbox(path, key)
+
+
+async def test_saves_run_in_a_worker_and_the_loop_stays_responsive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, box = _durable(tmp_path)
+    gated = _GatedWrites(monkeypatch, asyncio.get_running_loop())
+    gated.gate = threading.Event()
+    saved = asyncio.Event()
+    box.on_saved = saved.set
+    box.first_sighting(A, b"1" * 16)
+    box.request_save()
+    await asyncio.wait_for(gated.started.wait(), 5)
+    # the write is under way; a coroutine scheduled now runs before it completes
+    assert not saved.is_set()
+    ran = asyncio.Event()
+
+    async def meanwhile() -> None:
+        ran.set()
+        gated.gate.set()  # only the loop lets the write finish
+
+    task = asyncio.create_task(meanwhile())
+    await asyncio.wait_for(saved.wait(), 5)
+    await task
+    assert ran.is_set() and gated.released_in_time == [True] and gated.on_loop == [False]
+
+
+async def test_a_burst_of_requests_costs_at_most_two_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key, box = _durable(tmp_path)
+    gated = _GatedWrites(monkeypatch, asyncio.get_running_loop())
+    gated.gate = threading.Event()
+    saved = asyncio.Event()
+    box.on_saved = saved.set
+    first, second = ids(100)[:50], ids(100)[50:]
+    for mid in first:
+        box.first_sighting(A, mid)
+        box.request_save()
+    await asyncio.wait_for(gated.started.wait(), 5)
+    for mid in second:  # while the first write runs
+        box.first_sighting(A, mid)
+        box.request_save()
+        await asyncio.sleep(0.001)  # the save timers fire meanwhile
+    gated.gate.set()
+    await asyncio.wait_for(saved.wait(), 5)
+    await asyncio.sleep(0.1)  # nothing else follows
+    assert gated.writes == 2
+    again = Outbox(path, key)
+    assert not any(again.first_sighting(A, mid) for mid in first + second)
+
+
+async def test_on_saved_only_once_every_seen_id_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key, box = _durable(tmp_path)
+    gated = _GatedWrites(monkeypatch, asyncio.get_running_loop())
+    gated.gate = threading.Event()
+    seen: list[bytes] = []
+    checks: list[bool] = []
+    done = asyncio.Event()
+
+    def on_saved() -> None:
+        again = Outbox(path, key)  # what a crash right now would leave
+        checks.append(not any(again.first_sighting(A, mid) for mid in seen))
+        done.set()
+
+    box.on_saved = on_saved
+    for mid in ids(3):
+        seen.append(mid)
+        box.first_sighting(A, mid)
+        box.request_save()
+    await asyncio.wait_for(gated.started.wait(), 5)
+    # an id seen during the write: that write's completion must not release acks
+    seen.append(b"late" * 4)
+    box.request_save()
+    box.first_sighting(A, b"late" * 4)
+    gated.gate.set()
+    await asyncio.wait_for(done.wait(), 5)
+    assert checks == [True] and gated.writes == 2
+
+
+async def test_close_time_save_is_complete_and_waits_for_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key, box = _durable(tmp_path)
+    gated = _GatedWrites(monkeypatch, asyncio.get_running_loop())
+    gated.gate = threading.Event()
+    box.first_sighting(A, b"1" * 16)
+    box.request_save()
+    await asyncio.wait_for(gated.started.wait(), 5)
+    box.add(b"m" * 16, "young", {B})  # younger than PERSIST_AFTER
+    box.first_sighting(A, b"2" * 16)
+    threading.Timer(0.1, gated.gate.set).start()  # the worker's write ends on its own
+    gated.gate = None  # the blocking save's own write is not held
+    box.save()  # blocks until both writes are done, in order
+    again = Outbox(path, key)
+    assert [m.text for m in again.pending()] == ["young"]
+    assert not again.first_sighting(A, b"1" * 16) and not again.first_sighting(A, b"2" * 16)
+    await asyncio.sleep(0.05)  # the worker's completion runs: still the newer state on disk
+    assert [m.text for m in Outbox(path, key).pending()] == ["young"]
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    path, key, box = _durable(tmp_path)
+    box.first_sighting(A, b"1" * 16)  # no loop: saved at once
+    seq, _, state, _ = box._snapshot(complete=True)  # taken, but its write is late
+    box.first_sighting(A, b"2" * 16)
+    assert box._write(seq, state) is None  # skipped
+    assert not Outbox(path, key).first_sighting(A, b"2" * 16)
+
+
+async def test_a_reader_never_sees_a_half_written_file(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from p2pchat.store.outbox import AAD, MAGIC
+
+    path, key, box = _durable(tmp_path)
+    box.first_sighting(A, b"0" * 16)
+    box.save()
+    stop = threading.Event()
+    results: list[bool] = []
+
+    def reader() -> None:
+        aead = AESGCM(key)
+        while not stop.is_set():
+            blob = path.read_bytes()
+            try:
+                aead.decrypt(blob[len(MAGIC) : len(MAGIC) + 12], blob[len(MAGIC) + 12 :], AAD)
+                results.append(True)
+            except Exception:
+                results.append(False)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    saved = asyncio.Event()
+    box.on_saved = saved.set
+    try:
+        for i, mid in enumerate(ids(40)):
+            for j in range(200):  # a bigger file each time
+                box.first_sighting(i.to_bytes(32, "big"), j.to_bytes(4, "big") + mid[4:])
+            saved.clear()
+            box.request_save()
+            await asyncio.wait_for(saved.wait(), 5)
+    finally:
+        stop.set()
+        thread.join()
+    assert results and all(results)
+    assert os.listdir(tmp_path) == ["outbox.bin"]  # no temporary left over
+
+
+async def test_acks_are_not_held_back_forever_by_a_steady_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pchat.store import outbox as ob
+
+    _, _, box = _durable(tmp_path)
+    real = ob.write_private
+
+    def slow(path: Path, data: bytes) -> None:
+        time.sleep(0.02)
+        real(path, data)
+
+    monkeypatch.setattr(ob, "write_private", slow)
+    saved: list[float] = []
+    box.on_saved = lambda: saved.append(time.monotonic())
+    start = time.monotonic()
+    for mid in ids(100):  # a new id every 5 ms: one arrives during every write
+        box.first_sighting(A, mid)
+        box.request_save()
+        await asyncio.sleep(0.005)
+        if saved:
+            break
+    assert saved and saved[0] - start < ob.MAX_ACK_WAIT + 0.2
+
+
+# ------------------------------------------------------------ many identities
+
+
+def test_strangers_cannot_evict_the_seen_ids_of_known_peers(tmp_path: Path) -> None:
+    from p2pchat.store.outbox import SEEN_PEERS, SEEN_PER_STRANGER, SEEN_STRANGERS
+
+    path, key = tmp_path / "outbox.bin", os.urandom(32)
+    box = Outbox()
+    box.is_known = lambda fp: fp == A
+    mine = ids(SEEN_PER_PEER)
+    for mid in mine:
+        assert box.first_sighting(A, mid)
+    for n in range(3 * SEEN_PEERS):  # throw-away identities, each sending a lot
+        stranger = b"s" + n.to_bytes(31, "big")
+        for mid in ids(SEEN_PER_STRANGER + 50):
+            box.first_sighting(stranger, mid)
+    assert not any(box.first_sighting(A, mid) for mid in mine)  # all still known
+    total = sum(len(v) for v in box._seen.values()) + sum(len(v) for v in box._seen_new.values())
+    assert len(box._seen_new) == SEEN_STRANGERS
+    assert total == SEEN_PER_PEER + SEEN_STRANGERS * SEEN_PER_STRANGER
+    # a stranger that becomes known keeps its ids, and then gets the full allowance
+    last = b"s" + (3 * SEEN_PEERS - 1).to_bytes(31, "big")
+    box.is_known = lambda fp: fp in (A, last)
+    assert not box.first_sighting(last, ids(SEEN_PER_STRANGER + 50)[-1])
+    for mid in ids(SEEN_PER_PEER + 1000)[1000:]:
+        box.first_sighting(last, mid)
+    assert len(box._seen[last]) == SEEN_PER_PEER
+    # both tables survive a restart, each within its bound
+    durable = Outbox(path, key)
+    durable._seen, durable._seen_new, durable._dirty = box._seen, box._seen_new, True
+    durable.save()
+    again = Outbox(path, key)
+    assert again._seen.keys() == box._seen.keys()
+    assert again._seen_new.keys() == box._seen_new.keys()

@@ -8,6 +8,24 @@ the state is also kept on disk, encrypted with the local storage key (never a
 session key), so it survives a restart; saving is debounced to at most one
 write per ``SAVE_DELAY`` seconds (a message acknowledged within ``PERSIST_AFTER``
 never reaches the disk), and done in full on close and when a connection drops.
+
+Saves stay off the event loop (on the host, that loop is the relay): the loop
+only takes a snapshot (each peer's seen ids are copied once per change, and
+packed once), a worker thread encrypts, writes and fsyncs. Saves are coalesced:
+one runs at a time, requests meanwhile make at most one more follow. ``on_saved``
+runs on the loop once a write covering every seen id so far is on disk; if new
+ids were seen during the write it waits for the next one (under a steady stream,
+at most about ``MAX_ACK_WAIT``: then one save is done on the loop). ``save()``
+itself blocks (close, connection lost): it waits for a running write, never
+races it, and an older snapshot is never written over a newer one.
+
+Seen ids are bounded against throw-away identities: peers known to us (see
+``Outbox.is_known``, e.g. pinned) keep up to ``SEEN_PER_PEER`` ids each, for the
+``SEEN_PEERS`` most recently active; other peers live in a separate table of
+``SEEN_STRANGERS`` peers with ``SEEN_PER_STRANGER`` ids each. Strangers only ever
+evict strangers, so no number of new identities can push out a known peer's
+ids, and the whole stays bounded (memory and file: 64 x 4096 + 64 x 256 ids).
+Until ``is_known`` is set, every peer counts as known (one table, as before).
 """
 
 from __future__ import annotations
@@ -16,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,6 +44,7 @@ from typing import Any, Final
 
 import msgpack
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pchat.store.identity import write_private
@@ -45,6 +65,12 @@ PERSIST_AFTER: Final = 1.0
 SEEN_PER_PEER: Final = 4096
 #: peers whose seen ids are kept (the most recently active): bounds the file
 SEEN_PEERS: Final = 64
+#: peers not known (see ``Outbox.is_known``) are kept apart, fewer ids each
+SEEN_STRANGERS: Final = 64
+SEEN_PER_STRANGER: Final = 256
+#: ``on_saved`` waits at most about this long under a steady stream of new ids
+#: (then one save is done on the loop, see ``Outbox._saved_in_worker``)
+MAX_ACK_WAIT: Final = 0.25
 #: a message nobody acknowledged for this long is given up on
 EXPIRY: Final = 7 * 24 * 3600.0
 
@@ -59,6 +85,57 @@ class OutMessage:
     direct: bool = False  #: to one participant only (/msg)
 
 
+class _Packed:
+    """One peer's seen ids as of a snapshot (never mutated), packed once."""
+
+    __slots__ = ("ids", "packed")
+
+    def __init__(self, ids: list[bytes]) -> None:
+        self.ids = ids
+        self.packed: bytes | None = None
+
+    def pack(self) -> bytes:
+        if self.packed is None:
+            self.packed = msgpack.packb(self.ids)
+        return self.packed
+
+
+def _pack(state: dict[str, Any]) -> list[bytes]:
+    """msgpack of ``state`` in pieces, the per-peer id lists packed once and
+    reused (joined, the same bytes as ``msgpack.packb`` with plain lists)."""
+    packer = msgpack.Packer()
+    out = [packer.pack_map_header(len(state))]
+    for key, value in state.items():
+        out.append(packer.pack(key))
+        if key in ("seen", "seen_new"):
+            out.append(packer.pack_map_header(len(value)))
+            for fp, ids in value.items():
+                out.append(packer.pack(fp))
+                out.append(ids.pack())
+        else:
+            out.append(packer.pack(value))
+    return out
+
+
+#: encrypted piecewise (the same bytes as ``AESGCM.encrypt``): a one-shot
+#: encryption of a full table holds the GIL, and so the event loop, for ms
+_SEAL_CHUNK: Final = 256 * 1024
+
+
+def _seal(key: bytes, pieces: list[bytes]) -> bytes:
+    """The encrypted file: ``MAGIC + nonce + AESGCM.encrypt``, computed piecewise."""
+    nonce = os.urandom(12)
+    enc = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    enc.authenticate_additional_data(AAD)
+    out = [MAGIC, nonce]
+    for piece in pieces:
+        view = memoryview(piece)
+        out.extend(enc.update(view[i : i + _SEAL_CHUNK]) for i in range(0, len(view), _SEAL_CHUNK))
+    out.append(enc.finalize())
+    out.append(enc.tag)
+    return b"".join(out)
+
+
 class Outbox:
     """Pending messages and seen ids, optionally persisted (see the module doc)."""
 
@@ -67,11 +144,25 @@ class Outbox:
             raise ValueError("path and key go together")
         self.path = path
         self._aead = AESGCM(key) if key is not None else None
+        self._key = key
         self._messages: OrderedDict[bytes, OutMessage] = OrderedDict()
         self._seen: dict[bytes, OrderedDict[bytes, None]] = {}
         self._last_known: set[bytes] = set()
         self._save_handle: asyncio.TimerHandle | None = None
         self._dirty = False
+        #: peers whose seen ids are kept in the smaller, separate table (see the module doc)
+        self._seen_new: dict[bytes, OrderedDict[bytes, None]] = {}
+        #: tells whether a fingerprint is known (pinned); None: every peer counts as known
+        self.is_known: Callable[[bytes], bool] | None = None
+        self._snap: dict[bytes, _Packed] = {}  # per-peer id lists of the last snapshot
+        self._seen_gen = 0  # counts seen ids added: on_saved waits for a save covering them
+        self._saved_gen = 0  # the seen-id generation known to be on disk
+        self._owed_since: float | None = None  # monotonic time of the oldest waiting request_save
+        self._inflight: asyncio.Future[str | None] | None = None
+        self._followup = False
+        self._lock = threading.Lock()  # one write at a time, worker or blocking save
+        self._seq = 0  # snapshots taken
+        self._written_seq = 0  # the newest snapshot on disk
         #: called after every save: acks wait for it, so that a message is
         #: acknowledged only once its id is on disk (never shown twice, even
         #: across a crash of the receiver)
@@ -144,17 +235,27 @@ class Outbox:
 
     def first_sighting(self, fp: bytes, msg_id: bytes) -> bool:
         """True the first time ``msg_id`` arrives from ``fp``; False for a duplicate."""
-        seen = self._seen.pop(fp, None)
+        known = self.is_known is None or self.is_known(fp)
+        table, other = (self._seen, self._seen_new) if known else (self._seen_new, self._seen)
+        seen = table.pop(fp, None)
         if seen is None:
-            seen = OrderedDict()
-        self._seen[fp] = seen  # most recently active peers last
-        if len(self._seen) > SEEN_PEERS:
-            del self._seen[next(iter(self._seen))]
+            seen = other.pop(fp, None)  # promoted (or no longer known): its ids move along
+            if seen is None:
+                seen = OrderedDict()
+        table[fp] = seen  # most recently active peers last
+        peers, per_peer = (
+            (SEEN_PEERS, SEEN_PER_PEER) if known else (SEEN_STRANGERS, SEEN_PER_STRANGER)
+        )
+        if len(table) > peers:
+            self._snap.pop(next(iter(table)), None)
+            del table[next(iter(table))]
         if msg_id in seen:
             return False
         seen[msg_id] = None
-        if len(seen) > SEEN_PER_PEER:
+        while len(seen) > per_peer:
             seen.popitem(last=False)
+        self._snap.pop(fp, None)
+        self._seen_gen += 1
         self._changed()
         return True
 
@@ -168,6 +269,8 @@ class Outbox:
     def request_save(self) -> None:
         """Make sure a save (and so ``on_saved``) happens very soon, even with
         nothing new: acknowledgements wait for it."""
+        if self.path is not None and self._owed_since is None:
+            self._owed_since = time.monotonic()
         self._changed(ACK_SAVE_DELAY)
 
     def _changed(self, delay: float = SAVE_DELAY) -> None:
@@ -184,10 +287,61 @@ class Outbox:
             if self._save_handle.when() <= when:
                 return
             self._save_handle.cancel()
-        self._save_handle = loop.call_at(when, self.save, False)
+        self._save_handle = loop.call_at(when, self._scheduled_save)
+
+    def _scheduled_save(self) -> None:
+        self._save_handle = None
+        if self._inflight is not None:
+            self._followup = True  # coalesced: one more save once this one is done
+            return
+        if self.path is None or not self._dirty:
+            return
+        loop = asyncio.get_running_loop()
+        seq, seen_gen, state, young = self._snapshot(complete=False)
+        try:
+            fut = loop.run_in_executor(None, self._write, seq, state)
+        except RuntimeError:  # the loop is shutting down its executor: write here
+            self._dirty = True
+            self.save(complete=False)
+            return
+        self._inflight = fut
+        fut.add_done_callback(lambda f: self._saved_in_worker(f, seen_gen, young))
+
+    def _saved_in_worker(
+        self, fut: asyncio.Future[str | None], seen_gen: int, young: float | None
+    ) -> None:
+        """On the loop, once a worker save is done (written, or failed)."""
+        self._inflight = None
+        error = "cancelled" if fut.cancelled() else fut.result()
+        if error is not None:
+            log.warning("outbox: cannot save %s: %s", self.path, error)
+            self._dirty = True
+        if young is not None:
+            self._changed(max(SAVE_DELAY, young + PERSIST_AFTER - time.time()))
+        if error is None:
+            self._saved_gen = max(self._saved_gen, seen_gen)
+        if self._saved_gen >= self._seen_gen:  # (a blocking save may have covered more)
+            self._notify()
+        elif self._owed_since is not None and time.monotonic() - self._owed_since > MAX_ACK_WAIT:
+            # ids were seen during the write, and on_saved releases every waiting
+            # ack: under a steady stream that could go on forever; bound it
+            self.save(complete=False)
+            return
+        else:
+            self._changed(ACK_SAVE_DELAY)  # the ids seen during the write, soon
+        if self._followup:
+            self._followup = False
+            if self._dirty and self._save_handle is None:
+                self._scheduled_save()
+
+    def _notify(self) -> None:
+        self._owed_since = None
+        if self.on_saved is not None:
+            self.on_saved()
 
     def save(self, complete: bool = True) -> None:
-        """Write the state now if it changed (atomic, encrypted).
+        """Write the state now if it changed (atomic, encrypted), blocking:
+        waits for a save running in the worker, never races it.
 
         A scheduled save (``complete=False``) leaves out messages younger than
         ``PERSIST_AFTER``: most are acknowledged well before, and writing each
@@ -199,29 +353,62 @@ class Outbox:
             self._save_handle = None
         if self.path is None or self._aead is None or not self._dirty:
             return
+        seq, seen_gen, state, young = self._snapshot(complete)
+        error = self._write(seq, state)
+        if error is not None:
+            log.warning("outbox: cannot save %s: %s", self.path, error)
+            self._dirty = True
+        else:
+            self._saved_gen = max(self._saved_gen, seen_gen)
+        if young is not None:
+            self._changed(max(SAVE_DELAY, young + PERSIST_AFTER - time.time()))
+        self._notify()
+
+    def _snapshot(self, complete: bool) -> tuple[int, int, dict[str, Any], float | None]:
+        """On the loop: what to write, cheaply (the per-peer id lists are cached
+        until they change); clears the dirty mark. Returns the save's sequence
+        number, the seen-id generation it covers, the state, and the creation
+        time of the oldest message left out (or None)."""
         now = time.time()
-        kept: list[OutMessage] = []
-        young: list[OutMessage] = []
+        kept: list[list[Any]] = []
+        young: float | None = None
         for m in self._messages.values():
-            (kept if complete or now - m.created >= PERSIST_AFTER else young).append(m)
+            if complete or now - m.created >= PERSIST_AFTER:
+                kept.append([m.msg_id, m.text, sorted(m.recipients), m.created, m.total, m.direct])
+            elif young is None or m.created < young:
+                young = m.created
         state = {
-            "messages": [
-                [m.msg_id, m.text, sorted(m.recipients), m.created, m.total, m.direct] for m in kept
-            ],
-            "seen": {fp: list(ids) for fp, ids in self._seen.items()},
+            "messages": kept,
+            "seen": {fp: self._ids(fp, ids) for fp, ids in self._seen.items()},
+            "seen_new": {fp: self._ids(fp, ids) for fp, ids in self._seen_new.items()},
             "last_known": sorted(self._last_known),
         }
-        nonce = os.urandom(12)
-        blob = MAGIC + nonce + self._aead.encrypt(nonce, msgpack.packb(state), AAD)
-        try:
-            write_private(self.path, blob)
-            self._dirty = False
-        except OSError as exc:
-            log.warning("outbox: cannot save %s: %s", self.path, exc.strerror or exc)
-        if young:
-            self._changed(max(SAVE_DELAY, min(m.created for m in young) + PERSIST_AFTER - now))
-        if self.on_saved is not None:
-            self.on_saved()
+        self._dirty = False
+        self._seq += 1
+        return self._seq, self._seen_gen, state, young
+
+    def _ids(self, fp: bytes, ids: OrderedDict[bytes, None]) -> _Packed:
+        snap = self._snap.get(fp)
+        if snap is None:
+            snap = self._snap[fp] = _Packed(list(ids))
+        return snap
+
+    def _write(self, seq: int, state: dict[str, Any]) -> str | None:
+        """Encrypt and atomically replace the file (in the worker, or blocking
+        from ``save``); None when done, else why not. A snapshot older than
+        the one already written is skipped."""
+        assert self.path is not None and self._aead is not None
+        assert self._key is not None
+        blob = _seal(self._key, _pack(state))
+        with self._lock:
+            if seq <= self._written_seq:
+                return None
+            try:
+                write_private(self.path, blob)
+            except OSError as exc:
+                return str(exc.strerror or exc)
+            self._written_seq = seq
+        return None
 
     def _load(self) -> None:
         assert self.path is not None and self._aead is not None
@@ -246,6 +433,7 @@ class Outbox:
             log.warning("outbox: %s is unreadable (%s); moved aside to %s", self.path, exc, aside)
             self._messages.clear()
             self._seen.clear()
+            self._seen_new.clear()
 
     def _restore(self, state: Any) -> None:
         now = time.time()
@@ -263,4 +451,8 @@ class Outbox:
                 )
         for fp, ids in state["seen"].items():
             self._seen[bytes(fp)] = OrderedDict((bytes(i), None) for i in ids[-SEEN_PER_PEER:])
+        for fp, ids in state.get("seen_new", {}).items():
+            self._seen_new[bytes(fp)] = OrderedDict(
+                (bytes(i), None) for i in ids[-SEEN_PER_STRANGER:]
+            )
         self._last_known = {bytes(fp) for fp in state["last_known"]}
