@@ -102,6 +102,11 @@ class Participant:
         self.expected_host = expected_host
         self.files = files
         self.outbox = outbox if outbox is not None else Outbox()
+        #: peers pinned before this session: their seen ids are kept in full; a
+        #: first contact's go to the small table (throw-away identities cannot
+        #: push out a friend's)
+        self.known_peers: set[bytes] = set()
+        self.outbox.is_known = self.known_peers.__contains__
         self.sessions = Sessions(self)
         self.outbox.on_saved = self.sessions.flush_acks
         self.keepalive, self.dead_after = keepalive, dead_after

@@ -259,6 +259,7 @@ class Sessions:
             trust = Trust.NEW
         else:
             trust = Trust.VERIFIED if pin.verified else Trust.KNOWN
+            o.known_peers.add(info.fingerprint)
         peer.established(result, time.monotonic())
         o.rearm()
         o.bus.publish(SessionReady(info, result.sas, trust))
