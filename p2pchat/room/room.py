@@ -88,9 +88,18 @@ def _file_service(
 
 @dataclass
 class _Setup:
-    """What :meth:`Room.host` or :meth:`Room.join` was asked, for :meth:`Room.start`."""
+    """What :meth:`Room.host` or :meth:`Room.join` was asked (their docs say what
+    each field means)."""
 
     role: Literal["host", "join"]
+    name: str
+    home: str | os.PathLike[str] | None = None
+    interfaces: Sequence[str] = ()
+    require_known: bool = False
+    file_policy: FilePolicy = "refuse"
+    file_dir: str | os.PathLike[str] | None = None
+    limit_rate: float | None = None
+    durable: bool = True
     port: int | None = None
     limits: RelayLimits | None = None
     connect: str | None = None
@@ -104,34 +113,23 @@ class Room:
     """A chat room, hosted or joined (module doc). Build it with :meth:`host` or
     :meth:`join`; every method is for the event loop's thread."""
 
-    def __init__(
-        self,
-        setup: _Setup,
-        *,
-        name: str,
-        home: str | os.PathLike[str] | None,
-        interfaces: Sequence[str],
-        require_known: bool,
-        file_policy: FilePolicy,
-        file_dir: str | os.PathLike[str] | None,
-        limit_rate: float | None,
-        durable: bool,
-    ) -> None:
-        self.name = check_name(name, ConfigError)
+    def __init__(self, setup: _Setup) -> None:
+        self.name = check_name(setup.name, ConfigError)
         self._setup = setup
-        self.home = resolve_home(home)
+        self.home = resolve_home(setup.home)
         self.identity: Identity = load_identity(self.home)
         self.trust = TrustStore.open(self.home)
         self.bus: EventBus[Event] = EventBus()
         #: nothing published before the first events() call is lost
         self._first: Subscription[Event] | None = self.bus.subscribe()
-        self._interfaces, self._require_known = tuple(interfaces), require_known
-        if durable:
+        self._interfaces = tuple(setup.interfaces)
+        self._require_known = setup.require_known
+        if setup.durable:
             path = self.home / f"outbox-{setup.role}.bin"
             self.outbox = Outbox(path, load_storage_key(self.home))
         else:
             self.outbox = Outbox()
-        self.files = _file_service(self.bus, file_policy, file_dir, limit_rate)
+        self.files = _file_service(self.bus, setup.file_policy, setup.file_dir, setup.limit_rate)
         self._seat: HostSeat | Link | None = None
         self._stop = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
@@ -156,15 +154,17 @@ class Room:
         """A room we host: relay + advertisement + our own participant. ``port``
         None: the default port (47474), or a free one if that is taken; 0: any."""
         return cls(
-            _Setup("host", port=port, limits=limits),
-            name=name,
-            home=home,
-            interfaces=interfaces,
-            require_known=require_known,
-            file_policy=file_policy,
-            file_dir=file_dir,
-            limit_rate=None,
-            durable=True,
+            _Setup(
+                "host",
+                name,
+                home,
+                interfaces,
+                require_known,
+                file_policy,
+                file_dir,
+                port=port,
+                limits=limits,
+            )
         )
 
     @classmethod
@@ -188,24 +188,23 @@ class Room:
         """A room someone else hosts: found by ``host`` name (or the only one
         seen, or ``choose`` among several), or at ``connect`` ("ADDR[:PORT]").
         ``durable=False`` keeps the outbox in memory only (one-shot commands)."""
-        setup = _Setup(
-            "join",
-            connect=connect,
-            host_name=host,
-            expect=expect_fingerprint,
-            timeout=timeout,
-            choose=choose,
-        )
         return cls(
-            setup,
-            name=name,
-            home=home,
-            interfaces=interfaces,
-            require_known=require_known,
-            file_policy=file_policy,
-            file_dir=file_dir,
-            limit_rate=limit_rate,
-            durable=durable,
+            _Setup(
+                "join",
+                name,
+                home,
+                interfaces,
+                require_known,
+                file_policy,
+                file_dir,
+                limit_rate,
+                durable,
+                connect=connect,
+                host_name=host,
+                expect=expect_fingerprint,
+                timeout=timeout,
+                choose=choose,
+            )
         )
 
     async def start(self) -> None:
