@@ -239,3 +239,10 @@ def test_a_machine_with_only_loopback_hosts_on_loopback(
     assert "advertised at 127.0.0.1" in line, line
     alice = start_join(procs, procs.home("alice"), "bob", interface=(), prefix=private_lo)
     wait_session(alice, "bob")
+
+
+def test_an_advertisement_cannot_make_us_dial_without_end() -> None:
+    from p2pchat.net.dial import MAX_CANDIDATES
+
+    many = [(f"10.0.{i // 250}.{i % 250}", 1) for i in range(1000)]
+    assert len(rank(many, NETS)) == MAX_CANDIDATES

@@ -14,6 +14,7 @@ import json
 
 from p2pchat.room import (
     DEFAULT_PORT,
+    MAX_CANDIDATES,
     BrowseReport,
     ExitCode,
     HostInfo,
@@ -34,7 +35,7 @@ PROBE_TIMEOUT = 2.0
 async def async_probe(host: HostInfo) -> list[tuple[str, str]]:
     """(address, outcome) for each advertised address: "reachable" or what failed."""
     out = []
-    for address in host.addresses:
+    for address in host.addresses[:MAX_CANDIDATES]:
         winner, failed = await async_race([(address, host.port)], PROBE_TIMEOUT)
         if winner is not None:
             winner.streams[1].close()

@@ -33,6 +33,8 @@ __all__ = [
 
 #: Seconds between two connection attempts started in parallel.
 STAGGER = 0.25
+#: Addresses of one host tried, at most (an advertisement is anyone's to write).
+MAX_CANDIDATES = 16
 
 Candidate = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,7 +79,8 @@ def rank(candidates: Sequence[Candidate], networks: Sequence[Network]) -> list[C
     """Candidates in the order to try: addresses in one of our own networks
     first, then other IPv4, other IPv6, then IPv6 link-local, then names; a
     link-local address without a scope (``%eth0``) is dropped (it cannot be
-    connected to). Stable within each class; duplicates dropped."""
+    connected to). Stable within each class; duplicates dropped; at most
+    ``MAX_CANDIDATES``."""
 
     def key(c: Candidate) -> int:
         addr = _parse(c[0])
@@ -98,7 +101,7 @@ def rank(candidates: Sequence[Candidate], networks: Sequence[Network]) -> list[C
             continue
         if c not in seen:
             seen.append(c)
-    return sorted(seen, key=key)
+    return sorted(seen, key=key)[:MAX_CANDIDATES]
 
 
 def outcome(exc: BaseException) -> str:

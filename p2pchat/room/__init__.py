@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from p2pchat.config import DEFAULT_PORT
     from p2pchat.errors import ExitCode, describe_error
-    from p2pchat.net.dial import async_race
+    from p2pchat.net.dial import MAX_CANDIDATES, async_race
     from p2pchat.net.discovery import BrowseReport, HostInfo, async_browse, resolve_interfaces
     from p2pchat.net.firewall import read_firewall
     from p2pchat.net.interfaces import list_interfaces
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
 __all__ = [
+    "MAX_CANDIDATES",
     "DEFAULT_PORT",
     "read_firewall",
     "async_race",
@@ -108,6 +109,7 @@ __all__ = [
 
 #: where each exported name lives
 _WHERE = {
+    "MAX_CANDIDATES": "p2pchat.net.dial",
     "DEFAULT_PORT": "p2pchat.config",
     "read_firewall": "p2pchat.net.firewall",
     "async_race": "p2pchat.net.dial",

@@ -170,7 +170,9 @@ async def _discover(
         hosts = [h for h in hosts if h.fingerprint in (None, expect)] or hosts
     if not hosts:
         if host_name and seen:
-            names = ", ".join(sorted({h.name for h in seen}))
+            found = sorted({h.name for h in seen})
+            more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+            names = ", ".join(found[:10]) + more
             raise DiscoveryError(
                 f"no host named {host_name!r} found within {timeout:g} s; hosts seen: {names}"
             )
