@@ -108,3 +108,20 @@ def test_a_type_that_is_not_a_short_str_is_malformed(kind: object) -> None:
 def test_a_known_type_with_bad_fields_is_still_malformed() -> None:
     with pytest.raises(MalformedFrameError):
         parse_app(msgpack.packb({"t": "msg", "id": b"short", "text": "hi"}))
+
+
+# ---------------------------------------------------------------- the token bucket
+
+
+def test_the_token_bucket_takes_charges_and_says_how_long_to_wait() -> None:
+    from p2pchat.proto.bucket import TokenBucket
+
+    bucket = TokenBucket(rate=10.0, burst=2.0, now=0.0)
+    assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
+    assert bucket.take(0.1)  # one token back after 1/rate s
+    assert bucket.charge(0.1, 3.0) == pytest.approx(0.3)  # queued: 3 units, 0.3 s of debt
+    assert bucket.wait() == pytest.approx(0.3)
+    assert bucket.charge(0.4, 0.0) == pytest.approx(0.0)  # paid back
+    assert bucket.take(10.0) and bucket.tokens == pytest.approx(1.0)  # never above burst
+    with pytest.raises(ValueError):
+        TokenBucket(0.0, 1.0, 0.0)

@@ -57,6 +57,7 @@ async def room(
         members.append(m)
         return m
 
+    join.port = port  # type: ignore[attr-defined]  # for tests that open raw connections
     try:
         yield join
     finally:
@@ -324,3 +325,41 @@ async def test_keepalives_keep_a_quiet_peer_and_drop_a_silent_one(
         assert left.peer.peer_id == carol_id and not left.clean
         assert time.monotonic() - start > 1.5
         assert alice.p.is_ready(bob.p.my_id or 0)  # the host is still there
+
+
+async def test_junk_handshakes_do_not_drain_the_budget(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    """Throw-away registrations that each send the host one byte 0x01 (a
+    handshake tag and nothing else) used to spend the host's handshake budget
+    (burst 40) and lock a real joiner out. The budget is now charged where the
+    expensive work is, which junk never reaches."""
+    import asyncio
+
+    from p2pchat.config import HANDSHAKE_BURST, SUPPORTED_VERSIONS
+    from p2pchat.proto.framing import FrameDecoder
+    from p2pchat.proto.keys import public_der
+    from p2pchat.proto.messages import Hello, Welcome, encode, encode_send, parse_body
+
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        host = bob.p.my_id or 0
+        junk = []
+        key = public_der(rsa_keys[2].public_key())
+        for i in range(int(HANDSHAKE_BURST) + 10):  # bounded: 50 connections
+            reader, writer = await asyncio.open_connection("127.0.0.1", join.port)
+            writer.write(encode(Hello(SUPPORTED_VERSIONS, f"junk{i}", key)))
+            decoder = FrameDecoder(1 << 20, parse_body)
+            frames: list[object] = []
+            while not frames:
+                frames = decoder.feed(await reader.read(65536))
+            assert isinstance(frames[0], Welcome)
+            writer.write(encode_send(host, b"\x01"))
+            junk.append(writer)
+        await bob.until(lambda: len(bob.of(PeerRefused)) >= len(junk))
+        assert all("too many handshakes" not in r.reason for r in bob.of(PeerRefused))
+        alice = await join("alice", 1)
+        await alice.until(lambda: alice.p.is_ready(host))
+        await bob.until(lambda: any(r.peer.name == "alice" for r in bob.of(SessionReady)))
+        for writer in junk:
+            writer.close()

@@ -295,6 +295,7 @@ class Participant:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task  # its failure was reported when it happened
+        await self.sessions.async_close()
         self.outbox.save()
 
     # ------------------------------------------------------------ I/O for the sessions

@@ -20,7 +20,8 @@ import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 from p2pchat.config import HANDSHAKE_BURST, HANDSHAKE_RATE, HANDSHAKE_TIMEOUT, SUPPORTED_VERSIONS
 from p2pchat.errors import (
@@ -91,6 +92,7 @@ class Sessions:
         self.host_said_goodbye = False  #: the host closed its session on purpose
         self._host_was_proven = False
         self._budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST, time.monotonic())
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ roster
 
@@ -176,35 +178,55 @@ class Sessions:
                 return
             raise RemoteProtocolError("handshake message before the host was proven")
         if peer.state in (PeerState.NEW, PeerState.HELD):
-            if not self._budget.take(time.monotonic()):
-                # a flood of new peers must not eat the CPU (each costs an RSA decryption)
-                raise HandshakeError("too many handshakes at once; try again shortly")
             self._begin(peer, Role.RESPONDER)
         elif peer.state is not PeerState.HANDSHAKING:
             raise RemoteProtocolError(f"handshake message while {peer.state.value}")
         hs = peer.hs
         assert hs is not None
-        try:
-            if hs.state in _PRIVATE_KEY_STEPS:
-                # RSA decryption: off the event loop, so a flood cannot stall chat
-                peer.go(Step.OFF_LOOP)
-                loop = asyncio.get_running_loop()
-                reply = await loop.run_in_executor(None, hs.receive, payload)
-                if not peer.working or peer.hs is not hs:
-                    return  # it left, or was refused, while we worked
-                peer.go(Step.STEP_DONE)
-                self.owner.rearm()
-            else:  # M1 at the responder, M4 at the initiator: public-key work only
-                reply = hs.receive(payload)
+        if hs.state in _PRIVATE_KEY_STEPS:
+            # our RSA decryption: charged to the budget, queued, run in a worker
+            # thread, and never on the reader, so that neither a flood nor the
+            # queue it makes stalls anyone's chat
+            peer.go(Step.OFF_LOOP)
+            self._spawn(self._private_step(peer, hs, payload))
+            return
+        try:  # M1 at the responder, M4 at the initiator: public-key work only
+            reply = hs.receive(payload)
         except IncompatibleVersionError:
             if hs.role is Role.RESPONDER:
                 why = f"incompatible version: we speak {list(SUPPORTED_VERSIONS)}"
                 self.owner.write(encode_send(peer.info.peer_id, hs.refusal(why)))
             raise
-        except BaseException:
+        await self._after_step(peer, hs, reply)
+
+    async def _private_step(self, peer: Peer, hs: Handshake, payload: bytes) -> None:
+        """A handshake step that needs our private key (module doc). Junk never
+        gets here (it fails the public-key checks first), so only peers that did
+        real work of their own spend the budget; past it, the step waits its
+        turn, and is refused as busy only if that would outlast the handshake."""
+        try:
+            now = time.monotonic()
+            wait = self._budget.charge(now, 1.0)
+            if wait > 0:
+                if peer.hs_deadline is not None and now + wait > peer.hs_deadline:
+                    self._budget.tokens += 1.0  # not spent after all
+                    raise HandshakeError("too many handshakes at once; try again shortly")
+                await asyncio.sleep(wait)
+            if peer.working and peer.hs is hs:
+                loop = asyncio.get_running_loop()
+                reply = await loop.run_in_executor(None, hs.receive, payload)
+                if peer.working and peer.hs is hs:  # else it left, or was refused, meanwhile
+                    peer.go(Step.STEP_DONE)
+                    self.owner.rearm()
+                    await self._after_step(peer, hs, reply)
+        except (RemoteProtocolError, TrustError) as exc:
             if peer.working:
                 peer.go(Step.STEP_DONE)
-            raise
+            self.refuse(peer, str(exc), mismatch=isinstance(exc, KeyMismatchError))
+        finally:
+            self.owner.bus.notify()
+
+    async def _after_step(self, peer: Peer, hs: Handshake, reply: bytes | None) -> None:
         if reply is not None:
             self.owner.write(encode_send(peer.info.peer_id, reply))
         if hs.complete:
@@ -213,6 +235,24 @@ class Sessions:
             o = self.owner
             if peer.info.peer_id == o.host_id != o.my_id and self.host_proven:
                 await self._release_others()
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("participant: a handshake step failed", exc_info=task.exception())
+
+    async def async_close(self) -> None:
+        """Stop the handshake steps still queued or running."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def check_late(self, peer: Peer, now: float) -> None:
         """The handshake with ``peer`` is past its deadline: refuse it."""
