@@ -20,6 +20,10 @@ DEFAULT_PORT: Final = 47474
 
 #: Largest frame body accepted once registered (bytes, after the 4-byte prefix).
 MAX_FRAME: Final = 1 << 20
+#: Largest frame body a relay accepts from a registered participant: the
+#: ``deliver`` it makes of a ``send`` is at most 9 bytes longer ("deliver" vs
+#: "send", "from" vs "to", a wider id), so it always fits MAX_FRAME.
+MAX_SEND_FRAME: Final = MAX_FRAME - 16
 #: Largest frame body accepted before registration completes.
 MAX_FRAME_UNREGISTERED: Final = 4096
 

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 from procs import Proc, ProcPool, start_host, start_join, wait_session
 
-from p2pchat.config import MAX_FRAME
+from p2pchat.config import MAX_FRAME, MAX_SEND_FRAME
 from p2pchat.proto.app import Chat, encode_app
 from p2pchat.proto.framing import FrameDecoder, pack
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role
@@ -503,7 +503,7 @@ def test_length_prefix_ffffffff(
     host: Host, conns: Callable[..., Raw], mallory_der: bytes, registered: bool
 ) -> None:
     data = b"\xff\xff\xff\xff" + b"x" * 64
-    cap = MAX_FRAME if registered else 4096
+    cap = MAX_SEND_FRAME if registered else 4096
     reason = rf"protocol violation: frame of 4294967295 bytes announced, over the {cap}-byte cap"
     if registered:
         registered_attack(host, conns, mallory_der, data, reason)

@@ -339,3 +339,28 @@ async def test_a_peer_that_does_not_read_is_dropped_before_memory_grows(
         assert relay.participant_count == 1
         stuck.close()
         sender.close()
+
+
+async def test_a_send_at_the_cap_is_delivered_within_the_receivers_cap(keys: list[bytes]) -> None:
+    """A send of exactly MAX_SEND_FRAME becomes a deliver that fits MAX_FRAME
+    (it used to be 5 bytes over, and the receiver dropped the relay); one byte
+    more closes the sender's connection, and the receiver is untouched."""
+    from p2pchat.config import MAX_FRAME, MAX_SEND_FRAME
+    from p2pchat.proto.framing import PREFIX_LEN
+    from p2pchat.proto.messages import encode_deliver
+
+    async with running() as (_, port):
+        alice, wa = await register(port, "alice", keys[0])
+        bob, wb = await register(port, "bob", keys[1])
+        await alice.recv()  # joined bob
+        overhead = len(encode(Send(wb.peer_id, b""))) - PREFIX_LEN
+        alice.send(Send(wb.peer_id, b"x" * (MAX_SEND_FRAME - overhead - 3)))  # bin 32 header
+        frame = encode(Send(wb.peer_id, b"x" * (MAX_SEND_FRAME - overhead - 3)))
+        assert len(frame) - PREFIX_LEN == MAX_SEND_FRAME
+        got = await bob.recv()
+        assert isinstance(got, Deliver) and got.sender == wa.peer_id
+        assert len(encode_deliver(wa.peer_id, got.payload)) - PREFIX_LEN <= MAX_FRAME
+        alice.writer.write(encode(Send(wb.peer_id, b"x" * (MAX_SEND_FRAME - overhead - 2))))
+        assert await alice.closed()
+        bob.send(Ping(7))
+        assert await bob.recv() == Pong(7)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from p2pchat.config import MAX_FRAME, MAX_FRAME_UNREGISTERED, SUPPORTED_VERSIONS
+from p2pchat.config import MAX_FRAME_UNREGISTERED, MAX_SEND_FRAME, SUPPORTED_VERSIONS
 from p2pchat.errors import P2PChatError, RemoteProtocolError
 from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.framing import FrameDecoder
@@ -341,7 +341,7 @@ class Relay:
         others = list(self.roster.members.values())
         entry = self.roster.add(hello.name, hello.key)
         conn.peer = entry
-        conn.decoder.max_frame = MAX_FRAME
+        conn.decoder.max_frame = MAX_SEND_FRAME  # its deliver then fits MAX_FRAME
         self._conns[entry.peer_id] = conn
         log.info("relay: %s registered", conn.describe())
         conn.write(encode(Welcome(version, entry.peer_id, tuple(others), self.roster.owner_id)))
