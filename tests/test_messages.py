@@ -532,3 +532,25 @@ def test_error_codes_are_optional_and_unknown_ones_are_other() -> None:
     assert parse_frame(wire({"t": "error", "reason": "x", "code": "later"})).code is ErrorCode.OTHER
     with pytest.raises(MalformedFrameError):
         parse_frame(wire({"t": "error", "reason": "x", "code": 3}))
+
+
+def test_a_big_frame_to_the_relay_must_be_a_canonical_send() -> None:
+    """The relay decodes only what it routes: over 4 KiB, nothing but a send
+    in the canonical layout is decoded at all (a million empty arrays under an
+    ignored key cost the generic decoder ~0.3 s; scripts/bench_decode.py)."""
+    import msgpack
+
+    from p2pchat.proto.messages import MAX_GENERIC_TO_RELAY, parse_body_to_relay
+
+    big = Send(2, b"x" * 10_000)
+    assert parse_body_to_relay(encode(big)[4:]) == big
+    other_order = msgpack.packb({"p": b"x" * 10_000, "to": 2, "t": "send"})
+    assert parse_body(other_order) == big  # valid msgpack, another layout
+    with pytest.raises(MalformedFrameError, match="canonical layout"):
+        parse_body_to_relay(other_order)
+    nested = msgpack.packb({"t": "send", "to": 2, "p": b"x", "pad": [[[]] * 100] * 100})
+    assert len(nested) > MAX_GENERIC_TO_RELAY
+    with pytest.raises(MalformedFrameError, match="canonical layout"):
+        parse_body_to_relay(nested)
+    small = msgpack.packb({"p": b"hi", "to": 2, "t": "send"})  # small: any layout
+    assert parse_body_to_relay(small) == Send(2, b"hi")

@@ -36,7 +36,7 @@ from p2pchat.proto.messages import (
     Welcome,
     encode,
     encode_deliver,
-    parse_body,
+    parse_body_to_relay,
 )
 
 __all__ = ["Relay", "RelayLimits", "Roster"]
@@ -103,7 +103,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body)
+        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body_to_relay)
         self.peer: PeerEntry | None = None
         self.label = "?"
         self.timer: asyncio.TimerHandle | None = None

@@ -21,6 +21,7 @@ from p2pchat.proto.framing import PREFIX, pack, unpack
 from p2pchat.proto.text import check_name, clean_reason
 
 __all__ = [
+    "MAX_GENERIC_TO_RELAY",
     "HS_TAG",
     "Bye",
     "Deliver",
@@ -50,6 +51,7 @@ __all__ = [
     "encode_send",
     "send_head",
     "parse_body",
+    "parse_body_to_relay",
     "parse_frame",
     "parse_handshake",
 ]
@@ -313,6 +315,26 @@ def parse_frame(obj: Any) -> Frame:
     return frame
 
 
+#: A frame a relay receives that is longer than this must be a ``send`` in the
+#: canonical layout (PROTOCOL.md 2): a relay decodes only what it routes, so a
+#: big body full of ignored nested containers cannot cost it CPU.
+MAX_GENERIC_TO_RELAY: Final = 4096
+
+
+def parse_body_to_relay(body: bytes | memoryview) -> Frame:
+    """:func:`parse_body` for what a relay receives: a body over
+    ``MAX_GENERIC_TO_RELAY`` bytes is parsed only if it is a canonical ``send``,
+    never by the generic decoder."""
+    if len(body) <= MAX_GENERIC_TO_RELAY:
+        return parse_body(body)
+    frame = _parse_envelope(body)
+    if not isinstance(frame, Send):
+        raise _E(
+            f"a frame over {MAX_GENERIC_TO_RELAY} bytes must be a send in the canonical layout"
+        )
+    return frame
+
+
 def parse_body(body: bytes | memoryview) -> Frame:
     """Decode and validate one frame body: the ``parse`` hook of
     :class:`~p2pchat.proto.framing.FrameDecoder` for relay-layer streams.
@@ -321,16 +343,22 @@ def parse_body(body: bytes | memoryview) -> Frame:
     parsed here without msgpack (the per-message hot path); anything else,
     including other valid encodings of the same map, takes the generic path.
     Tests check both paths agree on every input."""
+    frame = _parse_envelope(body)
+    return frame if frame is not None else parse_frame(unpack(body))
+
+
+def _parse_envelope(body: bytes | memoryview) -> Frame | None:
+    """A send or deliver in the canonical layout, else None."""
     # byte 4 tells the two apart: "d" of "deliver", "s" of "send"
     if len(body) < 20 or body[0] != 0x83:
-        return parse_frame(unpack(body))
+        return None
     if body[4] == 0x64 and body[:_LEN_DELIVER] == _HEAD_DELIVER:
         kind: type[Send] | type[Deliver] = Deliver
         pos = _LEN_DELIVER
     elif body[4] == 0x73 and body[:_LEN_SEND] == _HEAD_SEND:
         kind, pos = Send, _LEN_SEND
     else:
-        return parse_frame(unpack(body))
+        return None
     try:
         tag = body[pos]
         if tag < 0x80:
@@ -342,10 +370,10 @@ def parse_body(body: bytes | memoryview) -> Frame:
         elif tag == 0xCE:
             peer, pos = int.from_bytes(body[pos + 1 : pos + 5], "big"), pos + 5
         else:
-            return parse_frame(unpack(body))
+            return None
         tag = body[pos + 2]
         if body[pos : pos + 2] != _P_KEY:
-            return parse_frame(unpack(body))
+            return None
         if tag == 0xC4:
             size, pos = body[pos + 3], pos + 4
         elif tag == 0xC5:
@@ -353,11 +381,11 @@ def parse_body(body: bytes | memoryview) -> Frame:
         elif tag == 0xC6:
             size, pos = int.from_bytes(body[pos + 3 : pos + 7], "big"), pos + 7
         else:
-            return parse_frame(unpack(body))
+            return None
     except IndexError:
-        return parse_frame(unpack(body))
+        return None
     if pos + size != len(body) or peer > MAX_PEER_ID:
-        return parse_frame(unpack(body))
+        return None
     frame: Frame = tuple.__new__(kind, (peer, bytes(body[pos:])))
     return frame
 
