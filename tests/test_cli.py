@@ -111,7 +111,8 @@ def test_line_mode_both_ways(private_lo: list[str], procs: ProcPool, how: str) -
     assert alice.stdout == ALICE_SEES
     for text in (*bob.stdout, *alice.stdout):
         assert not re.search(r"[\x00-\x1f\x7f\u202e]", text), text
-    assert "Traceback" not in "\n".join(alice.stderr + bob.stderr)
+    both = "\n".join(alice.stderr + bob.stderr)
+    assert "Traceback" not in both, both
 
     bob.terminate()
     assert bob.wait() == 0, bob.describe()

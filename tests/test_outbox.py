@@ -261,6 +261,25 @@ async def test_close_time_save_is_complete_and_waits_for_the_worker(
     assert [m.text for m in Outbox(path, key).pending()] == ["young"]
 
 
+async def test_close_time_save_with_nothing_new_still_releases_the_acks_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the worker's write took the dirty mark: the close-time save must not
+    # skip, or the acks would go out after the goodbye (or never)
+    path, key, box = _durable(tmp_path)
+    gated = _GatedWrites(monkeypatch, asyncio.get_running_loop())
+    gated.gate = threading.Event()
+    released: list[bool] = []
+    box.on_saved = lambda: released.append(not Outbox(path, key).first_sighting(A, b"1" * 16))
+    box.first_sighting(A, b"1" * 16)
+    box.request_save()
+    await asyncio.wait_for(gated.started.wait(), 5)
+    threading.Timer(0.1, gated.gate.set).start()
+    gated.gate = None
+    box.save()
+    assert released == [True]  # during save(), with the id on disk
+
+
 def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path: Path) -> None:
     path, key, box = _durable(tmp_path)
     box.first_sighting(A, b"1" * 16)  # no loop: saved at once

@@ -10,6 +10,7 @@ malformed is closed at once and only that connection is affected.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections import OrderedDict
@@ -51,10 +52,13 @@ class RelayLimits:
     max_participants: int = 64
     max_unregistered: int = 64
     register_timeout: float = 10.0
-    #: a participant whose unsent backlog stays above this many bytes ...
-    max_write_backlog: int = 8 * 1024 * 1024
-    #: ... for longer than this many seconds is dropped
-    backlog_grace: float = 5.0
+    #: a destination's write buffer above this many bytes holds back (stops
+    #: reading) the connections that send to it, until it drains below a quarter
+    max_write_backlog: int = 1024 * 1024
+    #: a participant whose buffer does not drain below that quarter within
+    #: this many seconds is dropped: for its own slow reading, never because
+    #: others send it much (they wait)
+    backlog_grace: float = 10.0
     #: a registered participant quiet this long is pinged ...
     idle_ping: float = 20.0
     #: ... and dropped when it has sent nothing for this long
@@ -107,18 +111,25 @@ class _Conn(asyncio.Protocol):
         self.peer: PeerEntry | None = None
         self.label = "?"
         self.timer: asyncio.TimerHandle | None = None
-        self.backlog_since: float | None = None
         self.closing = False
         self.last_rx = time.monotonic()
         self.pinged = False
         self.bucket = TokenBucket(relay.limits.rate_bytes, relay.limits.rate_burst, self.last_rx)
-        self.paused = False
+        #: why reading from this connection is paused: "rate", or a destination
+        #: it sends to that is congested (backpressure)
+        self.holds: set[object] = set()
+        self.full = False  #: our write buffer is over its high-water mark
+        self.held: set[_Conn] = set()  #: senders held back because we are full
+        self.queue: collections.deque[bytes] = collections.deque()  #: delivers waiting for us
+        self._full_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        high = self.relay.limits.max_write_backlog
+        transport.set_write_buffer_limits(high=high, low=high // 4)
         addr = transport.get_extra_info("peername")
         self.label = f"{addr[0]}:{addr[1]}" if addr else "?"
         self.relay._accepted(self)
@@ -157,14 +168,56 @@ class _Conn(asyncio.Protocol):
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
+        self._unfull()
+        self.queue.clear()
         self.relay._lost(self)
+
+    def pause_writing(self) -> None:
+        """Our buffer is over the high-water mark: senders to us are held back."""
+        self.full = True
+        if self._full_timer is None:
+            grace = self.relay.limits.backlog_grace
+            self._full_timer = asyncio.get_running_loop().call_later(grace, self._not_reading)
+
+    def resume_writing(self) -> None:
+        self.full = False
+        if self._full_timer is not None:
+            self._full_timer.cancel()
+            self._full_timer = None
+        self.relay._drain(self)
+
+    def _not_reading(self) -> None:
+        self._full_timer = None
+        if self.full and not self.closing:
+            grace = self.relay.limits.backlog_grace
+            self.abort(f"not reading: its buffer did not drain within {grace:g} s")
+
+    def _unfull(self) -> None:
+        """Release every sender we held back (we are gone, or drained)."""
+        if self._full_timer is not None:
+            self._full_timer.cancel()
+            self._full_timer = None
+        held, self.held = self.held, set()
+        for sender in held:
+            sender.release(self)
+
+    def hold(self, why: object) -> None:
+        """Stop reading from this connection until every hold is released."""
+        if not self.holds and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self.holds.add(why)
+
+    def release(self, why: object) -> None:
+        if why in self.holds:
+            self.holds.discard(why)
+            if not self.holds and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
 
     # -- helpers
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
             self.transport.write(data)
-            self.relay._check_backlog(self)
 
     def describe(self) -> str:
         if self.peer is None:
@@ -258,16 +311,9 @@ class Relay:
     def _meter(self, conn: _Conn, size: int, now: float) -> None:
         """Token bucket per connection; over the rate, pause reading it."""
         wait = conn.bucket.charge(now, size)
-        if wait > 0 and not conn.paused and conn.transport is not None:
-            conn.paused = True
-            conn.transport.pause_reading()
-            asyncio.get_running_loop().call_later(wait, self._resume, conn)
-
-    @staticmethod
-    def _resume(conn: _Conn) -> None:
-        if conn.paused and not conn.closing and conn.transport is not None:
-            conn.paused = False
-            conn.transport.resume_reading()
+        if wait > 0 and "rate" not in conn.holds:
+            conn.hold("rate")
+            asyncio.get_running_loop().call_later(wait, conn.release, "rate")
 
     async def async_close(self) -> None:
         if self._idle_task is not None:
@@ -354,30 +400,33 @@ class Relay:
             # the target is gone (a race with its Left): say so again
             conn.write(encode(Left(send.to)))
             return
-        target.write(encode_deliver(conn.peer.peer_id, send.payload))
+        data = encode_deliver(conn.peer.peer_id, send.payload)
+        if target.full or target.queue:
+            # backpressure: the sender waits (its reading paused) until the
+            # target drains; what it already sent waits here, in arrival order,
+            # so every sender to that target gets its turn
+            target.queue.append(data)
+            target.held.add(conn)
+            conn.hold(target)
+            return
+        target.write(data)
+        if target.full:
+            target.held.add(conn)
+            conn.hold(target)
+
+    def _drain(self, target: _Conn) -> None:
+        """``target`` took what it had: write what waited for it, then let the
+        senders it held back read again."""
+        while target.queue and not target.full and not target.closing:
+            target.write(target.queue.popleft())
+        if not target.queue and not target.full:
+            target._unfull()
 
     def _broadcast(self, data: bytes, *, exclude: int | None = None) -> None:
         for peer_id, conn in list(self._conns.items()):
-            if peer_id != exclude:
+            if peer_id == exclude:
+                continue
+            if conn.queue:
+                conn.queue.append(data)  # after what waits: a Left never overtakes its delivers
+            else:
                 conn.write(data)
-
-    def _check_backlog(self, conn: _Conn) -> None:
-        transport = conn.transport
-        if transport is None:
-            return
-        backlog = transport.get_write_buffer_size()
-        if backlog <= self.limits.max_write_backlog:
-            conn.backlog_since = None
-            return
-        if backlog > 2 * self.limits.max_write_backlog:
-            # the grace period is for a slow reader, not for unbounded memory
-            conn.abort(f"not reading: backlog over {2 * self.limits.max_write_backlog} bytes")
-            return
-        now = time.monotonic()
-        if conn.backlog_since is None:
-            conn.backlog_since = now
-        elif now - conn.backlog_since > self.limits.backlog_grace:
-            conn.abort(
-                f"not reading: backlog over {self.limits.max_write_backlog} bytes "
-                f"for more than {self.limits.backlog_grace:g} s"
-            )

@@ -106,6 +106,11 @@ class Peer:
         return self.state is PeerState.READY
 
     @property
+    def writable(self) -> bool:
+        """READY and we have not closed our direction (said goodbye)."""
+        return self.ready and self.result is not None and not self.result.sender.closed
+
+    @property
     def working(self) -> bool:
         """A private-key handshake step runs in a worker thread."""
         return self.state is PeerState.WORKING

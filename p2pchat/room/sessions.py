@@ -346,7 +346,7 @@ class Sessions:
         """The outbox is on disk: send the acks that waited for it."""
         for peer_id, acks in self.delivery.take_owed().items():
             peer = self.peers.get(peer_id)
-            if peer is None or not peer.ready:
+            if peer is None or not peer.writable:
                 continue  # its sender will send them again after a reconnect
             for ack in acks:
                 self.send_app(peer, ack)

@@ -351,6 +351,11 @@ class Outbox:
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
+        if self._inflight is not None:
+            # the worker's write took the dirty mark but is not on disk yet:
+            # write now (its later snapshot is then skipped), so what waits
+            # for a save (the acks) is released here, not after a goodbye
+            self._dirty = True
         if self.path is None or self._aead is None or not self._dirty:
             return
         seq, seen_gen, state, young = self._snapshot(complete)
