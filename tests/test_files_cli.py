@@ -185,6 +185,35 @@ def test_line_mode_refuses_files_and_send_says_why(tmp_path: Path, procs: ProcPo
     bob.terminate()
 
 
+def test_files_quota_flag_refuses_what_does_not_fit(tmp_path: Path, procs: ProcPool) -> None:
+    src = tmp_path / "big.bin"
+    make_file(src, 2 * 1000 * 1000)
+    inbox = tmp_path / "inbox"
+    bob, port = start_host(procs, procs.home("bob"))
+    carol = start_join(
+        procs,
+        procs.home("carol"),
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--accept-files",
+        inbox,
+        "--files-quota",
+        "0.001",  # about 1 MB
+        name="carol",
+    )
+    wait_session(carol, "bob")
+    alice = procs.start(*send_args(procs, src, port), name="send")
+    assert alice.wait(30) == 1, alice.describe()
+    assert alice.stderr[-1] == (
+        "p2pchat: error: carol refused big.bin: the receiver has no room for it now"
+    )
+    carol.wait_for_line(
+        "stderr", r"not receiving big\.bin from alice: over the quota for unfinished files"
+    )
+    assert working_files(inbox) == []
+    bob.terminate()
+
+
 def test_send_usage_errors_are_one_line(tmp_path: Path, procs: ProcPool) -> None:
     missing = run_p2pchat(
         "send",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from p2pchat.net.relay import Relay, RelayLimits
 from p2pchat.proto.transfer import Phase
+from p2pchat.room import receiving
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import (
     Event,
@@ -29,7 +31,8 @@ from p2pchat.room.events import (
     SessionReady,
 )
 from p2pchat.room.participant import Participant
-from p2pchat.room.transfers import FileTransfers, Policy
+from p2pchat.room.receiving import NO_ROOM
+from p2pchat.room.transfers import DiskLimits, FileTransfers, Policy
 from p2pchat.store.identity import Identity, TrustStore
 
 WAIT = 20.0
@@ -75,14 +78,22 @@ async def room(
     extra: list[Participant] = []
 
     async def join(
-        name: str, key_index: int, policy: Policy = "refuse", directory: Path | None = None
+        name: str,
+        key_index: int,
+        policy: Policy = "refuse",
+        directory: Path | None = None,
+        *,
+        disk: DiskLimits | None = None,
+        limit_rate: float | None = None,
     ) -> Member:
         events: list[Event] = []
         home = tmp_path / f"home-{name}"
         home.mkdir(exist_ok=True)
         bus: EventBus = EventBus()
         bus.add_sink(events.append)
-        files = FileTransfers(bus, policy=policy, directory=directory)
+        files = FileTransfers(
+            bus, policy=policy, directory=directory, disk=disk, limit_rate=limit_rate
+        )
         participant = Participant(
             Identity.from_key(keys[key_index]),
             name,
@@ -355,3 +366,126 @@ async def test_a_receiver_that_cannot_store_tells_no_local_details(
         assert alice.of(FileFailed)[0].reason == "the receiver cannot store the file"
         await bob.until(lambda: bool(bob.of(FileFailed)))
         assert "secret-place" in bob.of(FileFailed)[0].reason  # the details stay here
+
+
+# ---------------------------------------------------------------- what files may take
+
+MIB = 1 << 20
+
+
+def pin_before(tmp_path: Path, receiver: str, sender: str, key: rsa.RSAPrivateKey) -> None:
+    """``receiver`` met ``sender`` in an earlier run: pinned before this one."""
+    home = tmp_path / f"home-{receiver}"
+    home.mkdir(exist_ok=True)
+    TrustStore.open(home).pin(sender, Identity.from_key(key).fingerprint)
+
+
+def failed(m: Member, name: str) -> list[FileFailed]:
+    return [e for e in m.of(FileFailed) if e.name == name]
+
+
+async def test_strangers_share_part_of_the_quota_and_a_known_sender_has_the_rest(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    inbox = tmp_path / "inbox"
+    slow, second, big = tmp_path / "slow.bin", tmp_path / "second.bin", tmp_path / "big.bin"
+    write_random(slow, 900 * 1024)
+    write_random(second, 200 * 1024)
+    write_random(big, 2 * MIB)
+    pin_before(tmp_path, "bob", "carol", rsa_keys[2])
+    disk = DiskLimits(quota=4 * MIB, stranger_share=0.25, keep_free=0)
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0, "auto", inbox, disk=disk)  # type: ignore[misc]
+        alice = await join("alice", 1, limit_rate=64 * 1024)  # type: ignore[misc]
+        carol = await join("carol", 2)  # type: ignore[misc]
+        for m in (bob, alice, carol):
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
+        # alice, met in this run, holds 900 KiB of the 1 MiB strangers share
+        await alice.files.async_send(slow, alice.peer(bob))
+        await bob.until(lambda: any(e.name == "slow.bin" for e in bob.of(FileProgress)))
+        await alice.files.async_send(second, alice.peer(bob))
+        await alice.until(lambda: bool(failed(alice, "second.bin")))
+        assert failed(alice, "second.bin")[0].reason == NO_ROOM
+        (here,) = failed(bob, "second.bin")
+        assert "senders met in this run share" in here.reason
+        # carol was pinned before: 2 MiB is over the strangers' share, not over the quota
+        await carol.files.async_send(big, carol.peer(bob))
+        await bob.until(lambda: any(e.name == "big.bin" for e in bob.of(FileCompleted)))
+        assert not failed(bob, "big.bin") and not failed(bob, "slow.bin")
+        assert sha256_of(inbox / "big.bin") == sha256_of(big)
+
+
+async def test_kept_part_files_count_and_stale_ones_expire(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    stale = [inbox / "old.bin.0123456789ab.part", inbox / "old.bin.0123456789ab.resume"]
+    for path in stale:
+        path.write_bytes(b"x" * (3 * MIB if path.suffix == ".part" else 10))
+    kept = inbox / "kept.bin.abcdefabcdef.part"
+    kept.write_bytes(b"k" * (3 * MIB // 2))
+    theirs = inbox / "notes.part"  # not a name of ours: never touched
+    theirs.write_bytes(b"mine")
+    week_ago = time.time() - 8 * 24 * 3600
+    for path in (*stale, theirs):
+        os.utime(path, (week_ago, week_ago))
+    src = tmp_path / "one.bin"
+    write_random(src, MIB)
+    disk = DiskLimits(quota=2 * MIB, stranger_share=1.0, keep_free=0)
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0, "auto", inbox, disk=disk)  # type: ignore[misc]
+        alice = await join("alice", 1)  # type: ignore[misc]
+        for m in (bob, alice):
+            await m.until(lambda m=m: bool(m.of(SessionReady)))
+        # 1.5 MiB kept for resuming + 1 MiB offered > 2 MiB; the week-old 3 MiB is gone
+        await alice.files.async_send(src, alice.peer(bob))
+        await alice.until(lambda: bool(alice.of(FileFailed)))
+        assert alice.of(FileFailed)[0].reason == NO_ROOM
+        assert "quota for unfinished files" in bob.of(FileFailed)[0].reason
+        assert not any(path.exists() for path in stale)
+        assert kept.exists() and theirs.read_bytes() == b"mine"
+        kept.unlink()  # the user clears it: the same offer now fits
+        await alice.files.async_send(src, alice.peer(bob))
+        await bob.until(lambda: bool(bob.of(FileCompleted)))
+        assert sha256_of(inbox / "one.bin") == sha256_of(src)
+
+
+async def test_accepting_leaves_the_reserve_of_free_space(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    src = tmp_path / "a.bin"
+    write_random(src, 1000)
+    disk = DiskLimits(keep_free=1 << 60)  # more than any disk has
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0, "auto", tmp_path / "inbox", disk=disk)  # type: ignore[misc]
+        alice = await join("alice", 1)  # type: ignore[misc]
+        for m in (bob, alice):
+            await m.until(lambda m=m: bool(m.of(SessionReady)))
+        await alice.files.async_send(src, alice.peer(bob))
+        await alice.until(lambda: bool(alice.of(FileFailed)))
+        assert alice.of(FileFailed)[0].reason == "not enough disk space"
+        await bob.until(lambda: bool(bob.of(FileFailed)))
+        assert "kept free" in bob.of(FileFailed)[0].reason
+        assert not list((tmp_path / "inbox").iterdir())
+
+
+async def test_a_new_fingerprint_gets_no_new_transfer_slots(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(receiving, "MAX_INCOMING_PER_PEER", 1)
+    src = tmp_path / "a.bin"
+    write_random(src, 1000)
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0, "ask", tmp_path / "inbox")  # type: ignore[misc]
+        alice = await join("alice", 1)  # type: ignore[misc]
+        carol = await join("carol", 2)  # type: ignore[misc]
+        for m in (bob, alice, carol):
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
+        await alice.files.async_send(src, alice.peer(bob))
+        await bob.until(lambda: bool(bob.files.pending()))
+        # carol is as new as alice: the strangers' one slot is taken
+        await carol.files.async_send(src, carol.peer(bob))
+        await carol.until(lambda: bool(carol.of(FileFailed)))
+        assert carol.of(FileFailed)[0].reason == "too many transfers at once"
+        assert len(bob.files.pending()) == 1 and not alice.of(FileFailed)

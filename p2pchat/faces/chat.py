@@ -72,7 +72,8 @@ def file_options(args: argparse.Namespace) -> dict[str, Any]:
         import platformdirs
 
         policy, directory = "ask", platformdirs.user_downloads_dir()
-    return {"file_policy": policy, "file_dir": directory}
+    quota = int(args.files_quota * (1 << 30))
+    return {"file_policy": policy, "file_dir": directory, "file_quota": quota}
 
 
 async def _send_line(room: Room, out: LineOutput, line: str) -> None:

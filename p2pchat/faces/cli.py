@@ -33,6 +33,16 @@ def _fingerprint_arg(text: str) -> bytes:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _gib(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected a size in GiB > 0, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -100,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept every file offered to you, from anyone, into DIR (created if need be; "
         "nothing there is ever overwritten). Without it the chat screen asks (/accept), "
         "line and JSON mode refuse",
+    )
+    receive.add_argument(
+        "--files-quota",
+        type=_gib,
+        metavar="GIB",
+        default=10.0,
+        help="room for unfinished incoming files (accepted ones at full size, and the "
+        ".part files kept for resuming), in GiB (default: 10); senders met for the first "
+        "time share a quarter of it",
     )
 
     parser = argparse.ArgumentParser(

@@ -7,6 +7,13 @@ operation per transfer at a time), acknowledges them, checkpoints a transfer
 when its session drops (so it resumes from there), and at the end verifies
 the hash and stores the file. A transfer received in this run is remembered,
 to answer a late re-offer with "done".
+
+What a sender can make us store is bounded (:class:`DiskLimits`): the
+unfinished transfers (accepted ones at their full size, and the .part files
+kept from earlier runs) stay under a quota; senders first met in this run
+share one part of it and one transfer count, so a fresh fingerprint buys no
+more room; accepting leaves a reserve of free space; and working files left
+untouched for a week are removed when the next transfer is accepted.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ from typing import Any, Literal
 
 from p2pchat.errors import TransferError
 from p2pchat.proto.app import FileAck, FileCancel, FileData, FileDone, FileOffer, FileRefuse
-from p2pchat.proto.transfer import Incoming, Meter, Phase
+from p2pchat.proto.transfer import Incoming, Meter, Phase, format_size
 from p2pchat.room.events import Event, FileCompleted, FileFailed, FileOffered, PeerInfo
 from p2pchat.room.sending import REASON_CHARS, Key, Link, emit_progress
-from p2pchat.store.filestore import HashMismatchError, NoSpaceError, Part
+from p2pchat.store.filestore import HashMismatchError, NoSpaceError, Part, kept_parts, part_key
 
 __all__ = [
     "CANNOT_STORE",
+    "NO_ROOM",
+    "DiskLimits",
     "MAX_FINISHED",
     "MAX_INCOMING_PER_PEER",
     "MAX_PENDING_PER_PEER",
@@ -53,6 +62,25 @@ MAX_FINISHED = 1024
 #: What a sender is told when the file cannot be stored here (the details,
 #: with local paths, are only shown here).
 CANNOT_STORE = "the receiver cannot store the file"
+#: What a sender is told when the file is over a quota here.
+NO_ROOM = "the receiver has no room for it now"
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class DiskLimits:
+    """How much incoming files may take (module doc)."""
+
+    #: unfinished incoming files, in bytes: accepted transfers at full size
+    #: plus the .part files kept in the directory
+    quota: int = 10 * GIB
+    #: the part of ``quota`` that all senders first met in this run share
+    stranger_share: float = 0.25
+    #: free space an accepted file must leave on the file system
+    keep_free: int = 1 * GIB
+    #: working files untouched this long (seconds) are removed
+    part_expiry: float = 7 * 24 * 3600.0
 
 
 @dataclass(eq=False)
@@ -63,6 +91,8 @@ class IncomingFile:
     peer: PeerInfo  #: the sender as last seen
     offered_name: str
     link: Link | None = None
+    known: bool = False  #: the sender was pinned before this run
+    committed: int = 0  #: bytes of the quota this transfer holds, once accepted
     directory: Path | None = None
     part: Part | None = None
     meter: Meter | None = None
@@ -155,9 +185,12 @@ class Receiving:
         policy: Policy,
         directory: Path | None,
         refuse_reason: str,
+        disk: DiskLimits | None = None,
     ) -> None:
         """``emit`` publishes an event, ``touch`` notes a change; ``policy``
-        decides offers, ``directory`` is where "auto" puts files."""
+        decides offers, ``directory`` is where "auto" puts files, ``disk``
+        bounds what they take."""
+        self.disk = disk or DiskLimits()
         self._emit = emit
         self._touch = touch
         self.policy = policy
@@ -220,9 +253,15 @@ class Receiving:
                 inc.meter = Meter(now, answer.offset)
                 self._progress(inc, now, force=True)
             return
-        inc = IncomingFile(Incoming.from_offer(msg), peer, msg.name, link)
+        known = peer.fingerprint in participant.known_peers
+        inc = IncomingFile(Incoming.from_offer(msg), peer, msg.name, link, known=known)
         m = inc.machine
-        theirs = [t for t in self.ins.values() if t.peer.fingerprint == peer.fingerprint]
+        # senders first met in this run count as one: a new fingerprint is free
+        theirs = [
+            t
+            for t in self.ins.values()
+            if t.peer.fingerprint == peer.fingerprint or not (known or t.known)
+        ]
         refusal = refusal_for(self.policy, self.refuse_reason, theirs)
         pending = refusal is None and self.policy == "ask"
         self._emit(FileOffered(peer, m.transfer_id, m.name, m.size, m.sha256, True, pending))
@@ -270,11 +309,50 @@ class Receiving:
 
     # ------------------------------------------------------------ disk work
 
+    def _over_quota(self, inc: IncomingFile, kept: dict[str, int]) -> str | None:
+        """Why ``inc`` does not fit the quota (None: it does); ``kept`` is
+        what :func:`kept_parts` found in its directory."""
+        m, disk = inc.machine, self.disk
+        own = part_key(m.transfer_id, inc.peer.fingerprint)
+        others = [t for t in self.ins.values() if t is not inc and t.committed]
+        used = sum(t.committed for t in others)
+        live = {part_key(t.machine.transfer_id, t.peer.fingerprint) for t in others}
+        used += sum(size for key, size in kept.items() if key != own and key not in live)
+        if used + m.size > disk.quota:
+            return (
+                f"over the quota for unfinished files: {format_size(used)} of "
+                f"{format_size(disk.quota)} in use (--files-quota)"
+            )
+        if not inc.known:
+            share = int(disk.quota * disk.stranger_share)
+            strangers = sum(t.committed for t in others if not t.known)
+            if strangers + m.size > share:
+                return (
+                    f"over the {format_size(share)} that senders met in this run share: "
+                    f"{format_size(strangers)} in use"
+                )
+        return None
+
     async def _accept(self, inc: IncomingFile, directory: Path) -> None:
         m = inc.machine
         m.accept()
         inc.directory = directory
         loop = asyncio.get_running_loop()
+        busy = {part_key(t.machine.transfer_id, t.peer.fingerprint) for t in self.ins.values()}
+        kept = await loop.run_in_executor(
+            None, kept_parts, directory, self.disk.part_expiry, busy, time.time()
+        )
+        if m.final:
+            return  # cancelled meanwhile
+        # from here to the reservation nothing awaits: two accepts never share room
+        refusal = self._over_quota(inc, kept)
+        if refusal is not None:
+            await self._fail(inc, refusal, by_peer=False, tell=NO_ROOM)
+            return
+        inc.committed = m.size
+        # what the other accepted transfers will still write is not free space
+        owed = sum(t.committed - t.machine.received for t in self.ins.values() if t is not inc)
+        keep_free = self.disk.keep_free + max(0, owed)
         async with inc.lock:
             try:
                 part = await loop.run_in_executor(
@@ -286,6 +364,7 @@ class Receiving:
                     inc.peer.fingerprint,
                     m.size,
                     m.sha256,
+                    keep_free,
                 )
             except TransferError as exc:
                 public = "not enough disk space" if isinstance(exc, NoSpaceError) else CANNOT_STORE

@@ -30,7 +30,7 @@ from p2pchat.room.bus import EventBus, Subscription
 from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
-from p2pchat.room.transfers import FileTransfers, Prepared
+from p2pchat.room.transfers import DiskLimits, FileTransfers, Prepared
 from p2pchat.store.hosts import HostBook
 from p2pchat.store.identity import (
     Identity,
@@ -74,6 +74,7 @@ def _file_service(
     policy: FilePolicy,
     file_dir: str | os.PathLike[str] | None,
     limit_rate: float | None,
+    file_quota: int | None,
 ) -> FileTransfers:
     directory = Path(file_dir).expanduser() if file_dir is not None else None
     if policy == "auto":
@@ -83,7 +84,8 @@ def _file_service(
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot use {directory} for files: {exc.strerror or exc}") from exc
-    return FileTransfers(bus, policy=policy, directory=directory, limit_rate=limit_rate)
+    disk = DiskLimits() if file_quota is None else DiskLimits(quota=file_quota)
+    return FileTransfers(bus, policy=policy, directory=directory, limit_rate=limit_rate, disk=disk)
 
 
 @dataclass
@@ -107,6 +109,7 @@ class _Setup:
     expect: bytes | None = None
     timeout: float = 10.0
     choose: Chooser | None = None
+    file_quota: int | None = None
 
 
 class Room:
@@ -129,7 +132,9 @@ class Room:
             self.outbox = Outbox(path, load_storage_key(self.home))
         else:
             self.outbox = Outbox()
-        self.files = _file_service(self.bus, setup.file_policy, setup.file_dir, setup.limit_rate)
+        self.files = _file_service(
+            self.bus, setup.file_policy, setup.file_dir, setup.limit_rate, setup.file_quota
+        )
         self._seat: HostSeat | Link | None = None
         self._stop = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
@@ -150,9 +155,11 @@ class Room:
         require_known: bool = False,
         file_policy: FilePolicy = "refuse",
         file_dir: str | os.PathLike[str] | None = None,
+        file_quota: int | None = None,
     ) -> Room:
         """A room we host: relay + advertisement + our own participant. ``port``
-        None: the default port (47474), or a free one if that is taken; 0: any."""
+        None: the default port (47474), or a free one if that is taken; 0: any.
+        ``file_quota`` bounds unfinished incoming files, in bytes (10 GiB)."""
         return cls(
             _Setup(
                 "host",
@@ -164,6 +171,7 @@ class Room:
                 file_dir,
                 port=port,
                 limits=limits,
+                file_quota=file_quota,
             )
         )
 
@@ -184,6 +192,7 @@ class Room:
         file_dir: str | os.PathLike[str] | None = None,
         limit_rate: float | None = None,
         durable: bool = True,
+        file_quota: int | None = None,
     ) -> Room:
         """A room someone else hosts: found by ``host`` name (or the only one
         seen, or ``choose`` among several), or at ``connect`` ("ADDR[:PORT]").
@@ -204,6 +213,7 @@ class Room:
                 expect=expect_fingerprint,
                 timeout=timeout,
                 choose=choose,
+                file_quota=file_quota,
             )
         )
 

@@ -43,11 +43,11 @@ from p2pchat.proto.transfer import Phase, offer_name
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import Event, PeerInfo
 from p2pchat.room.participant import Participant
-from p2pchat.room.receiving import Policy, Receiving
+from p2pchat.room.receiving import DiskLimits, Policy, Receiving
 from p2pchat.room.sending import Link, Prepared, Sending
 from p2pchat.store.filestore import Source
 
-__all__ = ["FileTransfers", "Policy", "Prepared", "Transfer"]
+__all__ = ["DiskLimits", "FileTransfers", "Policy", "Prepared", "Transfer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +78,12 @@ class FileTransfers:
         directory: Path | None = None,
         refuse_reason: str = "not accepting files",
         limit_rate: float | None = None,
+        disk: DiskLimits | None = None,
     ) -> None:
         """``policy`` decides offers; ``directory`` is where accepted files go
         (for "auto", and the default for :meth:`async_accept`). ``limit_rate``
-        caps what we send, in bytes per second. Events go to ``bus``, and every
+        caps what we send, in bytes per second; ``disk`` bounds what incoming
+        files take (defaults: :class:`DiskLimits`). Events go to ``bus``, and every
         change notifies it (``activity`` counts them)."""
         if policy == "auto" and directory is None:
             raise ValueError("auto-accepting files needs a directory")
@@ -95,6 +97,7 @@ class FileTransfers:
             policy=policy,
             directory=directory,
             refuse_reason=refuse_reason,
+            disk=disk,
         )
 
     # the settings live with the side that reads them

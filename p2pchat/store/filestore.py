@@ -37,7 +37,7 @@ from p2pchat.errors import TransferError
 from p2pchat.proto.transfer import CHECKPOINT_BYTES, format_size, numbered
 from p2pchat.store.identity import write_private
 
-__all__ = ["HashMismatchError", "NoSpaceError", "Part", "Source", "part_key"]
+__all__ = ["HashMismatchError", "NoSpaceError", "Part", "Source", "kept_parts", "part_key"]
 
 _BLOCK: Final = 1 << 20
 _RESUME_VERSION: Final = 1
@@ -137,10 +137,12 @@ class Part:
         sender: bytes,
         size: int,
         sha256: bytes,
+        keep_free: int = 0,
     ) -> None:
         """Open (or resume) the working files for this transfer. ``name`` is
         already safe (:func:`~p2pchat.proto.transfer.safe_filename`). Raises
-        TransferError if the directory cannot take it."""
+        TransferError if the directory cannot take it, NoSpaceError if what is
+        left to write would leave less than ``keep_free`` bytes free."""
         self.directory = directory
         self.name = name
         self.size = size
@@ -174,11 +176,15 @@ class Part:
         except TransferError:
             self._file.close()
             raise
-        if free < size - self.offset:
-            self._file.close()
+        if free - keep_free < size - self.offset:
+            if self.offset == 0:
+                self.discard()  # nothing worth keeping: a refusal leaves no files behind
+            else:
+                self._file.close()  # what was received stays, for a resume once there is room
+            kept = f", {format_size(keep_free)} kept free" if keep_free else ""
             raise NoSpaceError(
                 f"not enough disk space ({format_size(size - self.offset)} needed, "
-                f"{format_size(free)} free)"
+                f"{format_size(free)} free{kept})"
             )
 
     # -- resume
@@ -311,3 +317,43 @@ class Part:
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+
+
+def _part_key_of(filename: str, suffix: str) -> str | None:
+    """The KEY of ``NAME.KEY.part`` / ``NAME.KEY.resume``, or None."""
+    if not filename.endswith(suffix):
+        return None
+    stem = filename[: -len(suffix)]
+    _, dot, key = stem.rpartition(".")
+    if not dot or len(key) != 12 or any(c not in "0123456789abcdef" for c in key):
+        return None
+    return key
+
+
+def kept_parts(directory: Path, expiry: float, busy: set[str], now: float) -> dict[str, int]:
+    """The unfinished transfers' working files in ``directory``: KEY -> bytes
+    of its .part. Working files not modified for ``expiry`` seconds are removed
+    first, except those of the transfers in ``busy`` (KEYs in use). Only
+    regular files named like ours are looked at; nothing else is touched."""
+    found: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return found
+    for entry in entries:
+        key = _part_key_of(entry.name, ".part") or _part_key_of(entry.name, ".resume")
+        if key is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if key not in busy and now - st.st_mtime > expiry:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+            continue
+        if entry.name.endswith(".part"):
+            found[key] = found.get(key, 0) + st.st_size
+    return found
