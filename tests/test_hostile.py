@@ -43,6 +43,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 from procs import Proc, ProcPool, start_host, start_join, wait_session
+from proving import proof_for, remember
 
 from p2pchat.config import MAX_FRAME, MAX_SEND_FRAME
 from p2pchat.proto.app import Chat, encode_app
@@ -53,6 +54,7 @@ from p2pchat.proto.messages import (
     HS_TAG,
     M1,
     Bye,
+    Challenge,
     Deliver,
     ErrorFrame,
     Frame,
@@ -114,6 +116,9 @@ class Raw:
     def registered(cls, port: int, name: str, key_der: bytes) -> Raw:
         raw = cls(port)
         raw.send(encode(Hello((1,), name, key_der)))
+        first = raw.frame()
+        assert isinstance(first, Challenge), first
+        raw.send(proof_for(key_der, first))
         first = raw.frame()
         assert isinstance(first, Welcome), first
         raw.welcome = first
@@ -437,7 +442,7 @@ def conns() -> Iterator[Callable[..., Raw]]:
 @pytest.fixture
 def mallory_der(rsa_keys: tuple[rsa.RSAPrivateKey, ...]) -> bytes:
     """The registered attacker's (valid) identity key."""
-    return public_der(rsa_keys[1].public_key())
+    return remember(rsa_keys[1])
 
 
 def unregistered_attack(host: Host, conns: Callable[..., Raw], data: bytes, reason: str) -> Raw:
@@ -624,7 +629,7 @@ def test_connection_flood_does_not_lock_out_a_real_joiner(
         )
         # while the rest are held: a real joiner
         carol_key = rsa_keys[2]
-        carol = conns(host.port, "carol", public_der(carol_key.public_key()))
+        carol = conns(host.port, "carol", remember(carol_key))
         session = establish(carol, carol_key, "carol")
         text = f"carol during the flood {secrets.token_hex(4)}"
         carol.send(encode_send(carol.host_id, chat_record(session, text)))

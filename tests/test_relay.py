@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from proving import proof_for, remember
 
 from p2pchat.net.relay import Relay, RelayLimits
 from p2pchat.proto.framing import FrameDecoder
-from p2pchat.proto.keys import public_der
 from p2pchat.proto.messages import (
+    Challenge,
     Deliver,
+    ErrorCode,
     ErrorFrame,
     Frame,
     Hello,
@@ -25,11 +27,14 @@ from p2pchat.proto.messages import (
     Left,
     Ping,
     Pong,
+    Proof,
     Send,
     Welcome,
     encode,
     parse_body,
 )
+from p2pchat.proto.oaep import OAEP_PADDING, oaep_decrypt
+from p2pchat.proto.register import answer_challenge, make_challenge
 
 WAIT = 5.0
 
@@ -41,6 +46,7 @@ class Client:
         self.reader, self.writer = reader, writer
         self.decoder = FrameDecoder(parse=parse_body)
         self.pending: list[Frame] = []
+        self.key: bytes | None = None  #: the key of our hello: challenges are answered
 
     @classmethod
     async def connect(cls, port: int) -> Client:
@@ -48,15 +54,23 @@ class Client:
         return cls(reader, writer)
 
     def send(self, frame: Frame) -> None:
+        if isinstance(frame, Hello):
+            self.key = frame.key
         self.writer.write(encode(frame))
 
     async def recv(self) -> Frame:
-        while not self.pending:
-            data = await asyncio.wait_for(self.reader.read(65536), WAIT)
-            if not data:
-                raise ConnectionError("closed by relay")
-            self.pending.extend(self.decoder.feed(data))
-        return self.pending.pop(0)
+        """The next frame; a registration challenge is answered on the way."""
+        while True:
+            while not self.pending:
+                data = await asyncio.wait_for(self.reader.read(65536), WAIT)
+                if not data:
+                    raise ConnectionError("closed by relay")
+                self.pending.extend(self.decoder.feed(data))
+            frame = self.pending.pop(0)
+            if isinstance(frame, Challenge) and self.key is not None:
+                self.writer.write(proof_for(self.key, frame))
+                continue
+            return frame
 
     async def closed(self) -> bool:
         """True once the relay has closed this connection (EOF or reset)."""
@@ -75,7 +89,7 @@ class Client:
 
 @pytest.fixture
 def keys(rsa_keys: tuple[rsa.RSAPrivateKey, ...]) -> list[bytes]:
-    return [public_der(k.public_key()) for k in rsa_keys]
+    return [remember(k) for k in rsa_keys]
 
 
 @contextlib.asynccontextmanager
@@ -419,3 +433,91 @@ async def test_a_receiver_that_takes_nothing_is_dropped_and_its_senders_released
         frame = await alice.recv()
         while not isinstance(frame, Pong):
             frame = await alice.recv()
+
+
+# ---------------------------------------------------------------- who may register
+
+
+async def test_registration_needs_the_private_key(
+    keys: list[bytes], rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with running() as (relay, port):
+        # mallory names alice's public key (every member sees it) but cannot decrypt
+        mallory = await Client.connect(port)
+        mallory.writer.write(encode(Hello((1,), "alice", keys[0])))
+        challenge = await mallory.recv()
+        assert isinstance(challenge, Challenge)
+        # the challenge is no handshake ciphertext: the empty label does not open it
+        assert oaep_decrypt(rsa_keys[0], challenge.c) is None
+        mallory.send(Proof(b"\0" * 32))
+        refused = await mallory.recv()
+        assert refused == ErrorFrame("the proof does not match the key in hello", ErrorCode.KEY)
+        assert await mallory.closed() and relay.participant_count == 0
+        # nothing but the proof is accepted while the challenge is out
+        early = await Client.connect(port)
+        early.writer.write(encode(Hello((1,), "alice", keys[0])))
+        assert isinstance(await early.recv(), Challenge)
+        early.send(Send(1, b"\x02x"))
+        assert await early.closed() and relay.participant_count == 0
+        # and the real alice gets in
+        _, welcome = await register(port, "alice", keys[0])
+        assert welcome.peer_id > 0 and relay.participant_count == 1
+
+
+async def test_a_handshake_ciphertext_is_not_a_registration_answer(
+    rsa_keys: tuple[rsa.RSAPrivateKey, ...],
+) -> None:
+    # the other direction: a relay handing a participant a handshake's wrapped
+    # secret (empty label) as a "challenge" learns nothing
+    wrapped = rsa_keys[0].public_key().encrypt(b"s" * 32, OAEP_PADDING)
+    assert answer_challenge(rsa_keys[0], wrapped) is None
+    secret = b"k" * 32
+    assert answer_challenge(rsa_keys[0], make_challenge(rsa_keys[0].public_key(), secret)) == (
+        secret
+    )
+
+
+async def test_one_key_registers_a_bounded_number_of_times(keys: list[bytes]) -> None:
+    async with running(RelayLimits(max_per_key=2)) as (relay, port):
+        first, w1 = await register(port, "m", keys[1])
+        second, _ = await register(port, "m", keys[1])
+        _, w3 = await register(port, "m", keys[1])  # replaces the oldest
+        assert await first.closed()
+        assert relay.participant_count == 2
+        assert Left(w1.peer_id) in [await second.recv() for _ in range(2)]
+        assert w1.peer_id not in {p.peer_id for p in w3.peers}
+
+
+async def test_the_last_places_are_kept_for_pinned_keys(keys: list[bytes]) -> None:
+    limits = RelayLimits(max_participants=4, reserved_slots=1, max_per_key=8)
+    relay = Relay(limits, pinned=lambda key: key == keys[2])
+    (_, port), *_ = await relay.async_start(["127.0.0.1"], 0)
+    try:
+        held = [await register(port, f"stranger{i}", keys[1]) for i in range(3)]
+        late = await Client.connect(port)
+        late.send(Hello((1,), "stranger3", keys[1]))
+        refused = await late.recv()
+        assert isinstance(refused, ErrorFrame) and refused.code is ErrorCode.FULL
+        assert "kept for people the host knows" in refused.reason
+        _, welcome = await register(port, "friend", keys[2])  # pinned: the kept place
+        assert len(welcome.peers) == len(held) and relay.participant_count == 4
+    finally:
+        await relay.async_close()
+
+
+async def test_caps_per_source_address(keys: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pchat.net import relay as relay_module
+
+    # every test connection comes from 127.0.0.1, which is never capped: count it
+    monkeypatch.setattr(relay_module, "_is_loopback", lambda address: False)
+    limits = RelayLimits(max_per_source=2, max_unregistered_per_source=2, max_per_key=8)
+    async with running(limits) as (relay, port):
+        held = [await register(port, "a", keys[0]), await register(port, "b", keys[1])]
+        third = await Client.connect(port)
+        third.send(Hello((1,), "c", keys[2]))
+        assert await third.recv() == ErrorFrame(
+            "too many participants from 127.0.0.1", ErrorCode.FULL
+        )
+        idle = [await Client.connect(port) for _ in range(3)]
+        assert await idle[0].closed()  # the oldest from that address
+        assert relay.unregistered_count <= 2 and relay.participant_count == len(held)

@@ -336,21 +336,27 @@ async def test_junk_handshakes_do_not_drain_the_budget(
     expensive work is, which junk never reaches."""
     import asyncio
 
+    from proving import proof_for, remember
+
     from p2pchat.config import HANDSHAKE_BURST, SUPPORTED_VERSIONS
     from p2pchat.proto.framing import FrameDecoder
-    from p2pchat.proto.keys import public_der
-    from p2pchat.proto.messages import Hello, Welcome, encode, encode_send, parse_body
+    from p2pchat.proto.messages import Challenge, Hello, Welcome, encode, encode_send, parse_body
 
     async with room(tmp_path, rsa_keys) as join:
         bob = await join("bob", 0)
         host = bob.p.my_id or 0
         junk = []
-        key = public_der(rsa_keys[2].public_key())
+        key = remember(rsa_keys[2])
         for i in range(int(HANDSHAKE_BURST) + 10):  # bounded: 50 connections
             reader, writer = await asyncio.open_connection("127.0.0.1", join.port)
             writer.write(encode(Hello(SUPPORTED_VERSIONS, f"junk{i}", key)))
             decoder = FrameDecoder(1 << 20, parse_body)
             frames: list[object] = []
+            while not frames:
+                frames = decoder.feed(await reader.read(65536))
+            assert isinstance(frames[0], Challenge)
+            writer.write(proof_for(key, frames[0]))
+            frames = []
             while not frames:
                 frames = decoder.feed(await reader.read(65536))
             assert isinstance(frames[0], Welcome)

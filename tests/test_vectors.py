@@ -27,6 +27,7 @@ from p2pchat.errors import DecryptError, HandshakeError
 from p2pchat.proto.handshake import Handshake, Role, State
 from p2pchat.proto.keys import fingerprint, format_fingerprint, public_der
 from p2pchat.proto.messages import encode_send
+from p2pchat.proto.oaep import OAEP_PADDING, REGISTER_PADDING
 from p2pchat.proto.record import CT_DATA, RecordReceiver, next_secret, traffic_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,10 @@ NAMES = [
     "record_plaintext",
     "record_i_0",
     "send_frame",
+    "register_secret",
+    "register_oaep_seed",
+    "challenge_frame",
+    "proof_frame",
 ]
 TEXT_NAMES = frozenset(
     {"initiator_fp_text", "initiator_name", "responder_fp_text", "responder_name", "sas"}
@@ -472,3 +477,34 @@ def test_record_and_frame_from_the_spec(doc: dict[str, Any]) -> None:
     assert len(record) == 2 + len(b"hello, bob") + 16
     body = msgpack.packb({"t": "send", "to": 2, "p": record}, use_bin_type=True)
     assert doc["send_frame"] == len(body).to_bytes(4, "big") + body
+
+
+def test_registration_challenge_from_the_spec(doc: dict[str, Any]) -> None:
+    """3.3 from the text alone: OAEP (SHA-256, MGF1-SHA-256) with the label
+    "p2pchat/1 register", built by hand, and the two frames."""
+    rng = SpecRng(b"relay")
+    secret, seed = rng(32), rng(32)
+    assert (secret, seed) == (doc["register_secret"], doc["register_oaep_seed"])
+    numbers = doc["key_i"].public_key().public_numbers()
+    k = (numbers.n.bit_length() + 7) // 8
+
+    def mgf1(data: bytes, length: int) -> bytes:
+        out = b"".join(
+            hashlib.sha256(data + i.to_bytes(4, "big")).digest() for i in range(length // 32 + 1)
+        )
+        return out[:length]
+
+    label_hash = hashlib.sha256(b"p2pchat/1 register").digest()
+    db = label_hash + bytes(k - len(secret) - 66) + b"\x01" + secret
+    masked_db = bytes(a ^ b for a, b in zip(db, mgf1(seed, k - 33), strict=True))
+    masked_seed = bytes(a ^ b for a, b in zip(seed, mgf1(masked_db, 32), strict=True))
+    em = int.from_bytes(b"\x00" + masked_seed + masked_db, "big")
+    c = pow(em, numbers.e, numbers.n).to_bytes(k, "big")
+    body = msgpack.packb({"t": "challenge", "c": c}, use_bin_type=True)
+    assert doc["challenge_frame"] == len(body).to_bytes(4, "big") + body
+    body = msgpack.packb({"t": "proof", "n": secret}, use_bin_type=True)
+    assert doc["proof_frame"] == len(body).to_bytes(4, "big") + body
+    # the initiator's private key opens it with that label, and only with it
+    assert doc["key_i"].decrypt(c, REGISTER_PADDING) == secret
+    with pytest.raises(ValueError):
+        doc["key_i"].decrypt(c, OAEP_PADDING)

@@ -97,6 +97,10 @@ async def run_host(args: argparse.Namespace) -> int:
         limits=RelayLimits(
             max_participants=args.max_participants,
             max_unregistered=args.max_unregistered,
+            reserved_slots=args.reserved_slots,
+            max_per_source=args.max_per_source,
+            max_unregistered_per_source=args.max_per_source,
+            max_per_key=args.max_per_key,
             register_timeout=args.register_timeout,
             idle_ping=args.idle_timeout / 3,
             idle_timeout=args.idle_timeout,

@@ -59,6 +59,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _count_or_zero(text: str) -> int:
+    return 0 if text == "0" else _count(text)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
@@ -155,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         metavar="N",
         help="connections not registered yet; over it the oldest is evicted (default: 64)",
+    )
+    limits.add_argument(
+        "--reserved-slots",
+        type=_count_or_zero,
+        default=16,
+        metavar="N",
+        help="of the participants, places only people you have pinned may take "
+        "(at most a quarter; default: 16)",
+    )
+    limits.add_argument(
+        "--max-per-source",
+        type=_count,
+        default=8,
+        metavar="N",
+        help="participants, and unregistered connections, from one address "
+        "(this machine's own are not counted; default: 8)",
+    )
+    limits.add_argument(
+        "--max-per-key",
+        type=_count,
+        default=4,
+        metavar="N",
+        help="registrations of one identity key; a newer one replaces the oldest (default: 4)",
     )
     limits.add_argument(
         "--register-timeout",

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from p2pchat.config import MAX_FRAME_UNREGISTERED, MAX_SEND_FRAME, SUPPORTED_VERSIONS
@@ -23,7 +25,9 @@ from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.keys import load_peer_key
 from p2pchat.proto.messages import (
+    PROOF_LEN,
     Bye,
+    Challenge,
     ErrorCode,
     ErrorFrame,
     Frame,
@@ -33,12 +37,14 @@ from p2pchat.proto.messages import (
     PeerEntry,
     Ping,
     Pong,
+    Proof,
     Send,
     Welcome,
     encode,
     encode_deliver,
     parse_body_to_relay,
 )
+from p2pchat.proto.register import check_proof, make_challenge
 
 __all__ = ["Relay", "RelayLimits", "Roster"]
 
@@ -51,6 +57,17 @@ class RelayLimits:
 
     max_participants: int = 64
     max_unregistered: int = 64
+    #: of ``max_participants``, the slots only keys the host has pinned may
+    #: take (at most a quarter of ``max_participants``)
+    reserved_slots: int = 16
+    #: registrations of one key at most; a newer one replaces the oldest (a
+    #: reconnect before the old connection is seen dead; ``send`` beside a chat)
+    max_per_key: int = 4
+    #: registered participants from one address at most (loopback: no cap)
+    max_per_source: int = 8
+    #: unregistered connections from one address at most (its oldest is evicted)
+    max_unregistered_per_source: int = 8
+    #: to send ``hello`` and then the ``proof``
     register_timeout: float = 10.0
     #: a destination's write buffer above this many bytes holds back (stops
     #: reading) the connections that send to it, until it drains below a quarter
@@ -96,6 +113,16 @@ class Roster:
         return [p for pid, p in self.members.items() if pid != peer_id]
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
 def _negotiate(versions: Iterable[int]) -> int | None:
     common = set(versions) & set(SUPPORTED_VERSIONS)
     return max(common) if common else None
@@ -110,6 +137,10 @@ class _Conn(asyncio.Protocol):
         self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body_to_relay)
         self.peer: PeerEntry | None = None
         self.label = "?"
+        self.source = "?"  #: the peer's address: per-source caps count by it
+        self.local = False  #: the peer is on this machine (no per-source cap)
+        self.hello: Hello | None = None  #: its hello, while the challenge is out
+        self.secret: bytes | None = None  #: what its proof must return
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
         self.last_rx = time.monotonic()
@@ -132,6 +163,8 @@ class _Conn(asyncio.Protocol):
         transport.set_write_buffer_limits(high=high, low=high // 4)
         addr = transport.get_extra_info("peername")
         self.label = f"{addr[0]}:{addr[1]}" if addr else "?"
+        if addr:
+            self.source, self.local = str(addr[0]), _is_loopback(str(addr[0]))
         self.relay._accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -242,9 +275,14 @@ class _Conn(asyncio.Protocol):
 
     def _handle(self, frame: Frame) -> None:
         if self.peer is None:
-            if not isinstance(frame, Hello):
-                raise RemoteProtocolError(f"expected hello, got {type(frame).__name__}")
-            self.relay._register(self, frame)
+            if self.hello is None:
+                if not isinstance(frame, Hello):
+                    raise RemoteProtocolError(f"expected hello, got {type(frame).__name__}")
+                self.relay._hello(self, frame)
+            else:
+                if not isinstance(frame, Proof):
+                    raise RemoteProtocolError(f"expected proof, got {type(frame).__name__}")
+                self.relay._proved(self, frame)
             return
         if isinstance(frame, Send):
             self.relay._route(self, frame)
@@ -264,8 +302,18 @@ class _Conn(asyncio.Protocol):
 class Relay:
     """The asyncio relay server."""
 
-    def __init__(self, limits: RelayLimits | None = None, *, owner_key: bytes | None = None):
+    def __init__(
+        self,
+        limits: RelayLimits | None = None,
+        *,
+        owner_key: bytes | None = None,
+        pinned: Callable[[bytes], bool] | None = None,
+    ):
+        """``owner_key`` is the host's own key (its participant is the room's
+        host); ``pinned`` says whether a key (SPKI DER) is one the host has
+        pinned: only those may take the last ``reserved_slots``."""
         self.limits = limits or RelayLimits()
+        self._pinned = pinned or (lambda key: False)
         self.roster = Roster(owner_key=owner_key)
         self._conns: dict[int, _Conn] = {}
         self._unregistered: OrderedDict[_Conn, None] = OrderedDict()
@@ -340,6 +388,11 @@ class Relay:
 
     def _accepted(self, conn: _Conn) -> None:
         self._unregistered[conn] = None
+        if not conn.local:
+            mine = [c for c in self._unregistered if c.source == conn.source]
+            for oldest in mine[: max(0, len(mine) - self.limits.max_unregistered_per_source)]:
+                self._unregistered.pop(oldest)
+                oldest.abort("too many unregistered connections from its address: the oldest")
         while len(self._unregistered) > self.limits.max_unregistered:
             oldest = next(iter(self._unregistered))
             self._unregistered.pop(oldest)
@@ -362,9 +415,26 @@ class Relay:
             log.info("relay: %s left", conn.describe())
             self._broadcast(encode(Left(peer_id)), exclude=peer_id)
 
-    def _register(self, conn: _Conn, hello: Hello) -> None:
-        version = _negotiate(hello.versions)
-        if version is None:
+    def _refusal(self, conn: _Conn, key: bytes) -> str | None:
+        """Why ``conn`` may not register ``key`` now (None: it may)."""
+        limits = self.limits
+        same_key = sum(1 for c in self._conns.values() if c.peer and c.peer.key == key)
+        count = len(self._conns) - (1 if same_key >= limits.max_per_key else 0)
+        if count >= limits.max_participants:
+            return "the room is full"
+        host = self.roster.owner_key is not None and key == self.roster.owner_key
+        reserved = min(limits.reserved_slots, limits.max_participants // 4)
+        if count >= limits.max_participants - reserved and not (host or self._pinned(key)):
+            return "the room is full (the last places are kept for people the host knows)"
+        if not conn.local:
+            same = sum(1 for c in self._conns.values() if c.source == conn.source)
+            if same >= limits.max_per_source:
+                return f"too many participants from {conn.source}"
+        return None
+
+    def _hello(self, conn: _Conn, hello: Hello) -> None:
+        """Check what can be checked for free, then challenge the key."""
+        if _negotiate(hello.versions) is None:
             conn.abort(
                 f"no common version in {list(hello.versions)}",
                 tell=f"incompatible version: relay speaks {list(SUPPORTED_VERSIONS)}",
@@ -372,18 +442,45 @@ class Relay:
             )
             return
         try:
-            load_peer_key(hello.key)
+            key = load_peer_key(hello.key)
         except P2PChatError as exc:
             why = f"bad identity key: {exc}"
             conn.abort(why, tell=why, code=ErrorCode.KEY)
             return
-        if len(self._conns) >= self.limits.max_participants:
-            conn.abort("room is full", tell="the room is full", code=ErrorCode.FULL)
+        refusal = self._refusal(conn, hello.key)
+        if refusal is not None:
+            conn.abort(refusal, tell=refusal, code=ErrorCode.FULL)
             return
+        conn.hello, conn.secret = hello, os.urandom(PROOF_LEN)
+        conn.write(encode(Challenge(make_challenge(key, conn.secret))))
+
+    def _proved(self, conn: _Conn, proof: Proof) -> None:
+        hello, secret = conn.hello, conn.secret
+        assert hello is not None and secret is not None
+        conn.secret = None
+        if not check_proof(secret, proof.n):
+            why = "the proof does not match the key in hello"
+            conn.abort(why, tell=why, code=ErrorCode.KEY)
+            return
+        refusal = self._refusal(conn, hello.key)  # (the room may have changed meanwhile)
+        if refusal is not None:
+            conn.abort(refusal, tell=refusal, code=ErrorCode.FULL)
+            return
+        same = [c for c in self._conns.values() if c.peer and c.peer.key == hello.key]
+        for old in same[: max(0, len(same) + 1 - self.limits.max_per_key)]:
+            # the newest proven registration replaces the oldest of that key
+            old.abort("replaced by a newer registration of the same key")
+            self._lost(old)
+        self._register(conn, hello)
+
+    def _register(self, conn: _Conn, hello: Hello) -> None:
+        version = _negotiate(hello.versions)
+        assert version is not None
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
         self._unregistered.pop(conn, None)
+        conn.hello = None
         others = list(self.roster.members.values())
         entry = self.roster.add(hello.name, hello.key)
         conn.peer = entry

@@ -27,6 +27,7 @@ __all__ = [
     "Deliver",
     "ErrorCode",
     "ErrorFrame",
+    "Challenge",
     "Frame",
     "Hello",
     "HsError",
@@ -40,6 +41,7 @@ __all__ = [
     "PeerEntry",
     "Ping",
     "Pong",
+    "Proof",
     "Send",
     "Welcome",
     "check_name",
@@ -135,6 +137,34 @@ class Hello:
         return {"t": "hello", "versions": list(self.versions), "name": self.name, "key": self.key}
 
 
+#: Largest RSA ciphertext in a challenge: an 8192-bit key's.
+MAX_CHALLENGE: Final = 1024
+#: The secret a challenge carries, and its proof returns.
+PROOF_LEN: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Relay -> participant, after hello: prove you hold the key. ``c`` is an
+    RSA-OAEP encryption of a fresh secret under the hello's key, with the
+    label ``REGISTER_LABEL`` (PROTOCOL.md 3.3)."""
+
+    c: bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": "challenge", "c": self.c}
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """Participant -> relay: the challenge's secret, decrypted."""
+
+    n: bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": "proof", "n": self.n}
+
+
 @dataclass(frozen=True, slots=True)
 class Welcome:
     """Relay -> participant: registered; your id and who is here already."""
@@ -219,7 +249,7 @@ class ErrorCode(enum.StrEnum):
     """Why the relay refused a connection, for programs (``reason`` is for people)."""
 
     VERSION = "version"  #: no protocol version in common
-    KEY = "key"  #: the identity key in hello is not acceptable
+    KEY = "key"  #: the identity key in hello is not acceptable, or was not proven
     FULL = "full"  #: the room is full
     OTHER = ""  #: anything else, or a relay that sends no code
 
@@ -246,7 +276,20 @@ class Bye:
         return {"t": "bye"}
 
 
-Frame: TypeAlias = Hello | Welcome | Joined | Left | Send | Deliver | Ping | Pong | ErrorFrame | Bye
+Frame: TypeAlias = (
+    Hello
+    | Challenge
+    | Proof
+    | Welcome
+    | Joined
+    | Left
+    | Send
+    | Deliver
+    | Ping
+    | Pong
+    | ErrorFrame
+    | Bye
+)
 
 _E = MalformedFrameError
 
@@ -290,6 +333,8 @@ def _parse_reason(m: dict[str, Any]) -> ErrorFrame:
 
 _PARSERS: Final[dict[object, Callable[[dict[str, Any]], Frame]]] = {
     "hello": _parse_hello,
+    "challenge": lambda m: Challenge(_bin(m, "c", _E, 1, MAX_CHALLENGE)),
+    "proof": lambda m: Proof(_bin(m, "n", _E, PROOF_LEN)),
     "welcome": _parse_welcome,
     "joined": lambda m: Joined(_peer(m)),
     "left": lambda m: Left(_uint(m, "id", _E, MAX_PEER_ID)),

@@ -18,6 +18,7 @@ from p2pchat.config import DEFAULT_PORT
 from p2pchat.errors import ExitCode, P2PChatError
 from p2pchat.net.discovery import Advertiser, resolve_interfaces
 from p2pchat.net.relay import Relay, RelayLimits
+from p2pchat.proto.keys import fingerprint
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import Disconnected, Event, RoomEnded
 from p2pchat.room.participant import FileHandler, Participant
@@ -57,7 +58,11 @@ class HostSeat:
     ) -> None:
         self.identity, self.name, self.bus = identity, name, bus
         self._port, self._interfaces = port, interfaces
-        self.relay = Relay(limits, owner_key=identity.public_der)
+        self.relay = Relay(
+            limits,
+            owner_key=identity.public_der,
+            pinned=lambda key: trust.get(fingerprint(key)) is not None,
+        )
         self.participant: Participant | None = Participant(
             identity, name, trust, bus, require_known=require_known, outbox=outbox, files=files
         )

@@ -32,6 +32,7 @@ from p2pchat.proto.framing import FrameDecoder
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.proto.messages import (
     Bye,
+    Challenge,
     Deliver,
     ErrorCode,
     ErrorFrame,
@@ -40,11 +41,13 @@ from p2pchat.proto.messages import (
     Left,
     Ping,
     Pong,
+    Proof,
     Welcome,
     check_text,
     encode,
     parse_body,
 )
+from p2pchat.proto.register import answer_challenge
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import Disconnected, Event, PeerInfo, PeerRefused
 from p2pchat.room.peer import Due, PeerState, Step
@@ -162,23 +165,34 @@ class Participant:
             self.sessions.start_initiator(peer)
 
     async def _read_welcome(self) -> Welcome:
-        assert self._reader is not None
+        """Answer the relay's challenge (once), then wait for its welcome."""
+        assert self._reader is not None and self._writer is not None
+        challenged = False
         while True:
             data = await self._reader.read(65536)
             if not data:
                 raise BrokenConnectionError("the host closed the connection during registration")
             frames = self._decoder.feed(data)
-            if not frames:
-                continue
-            first, rest = frames[0], frames[1:]
-            if isinstance(first, ErrorFrame):
-                if first.code is ErrorCode.VERSION:
-                    raise IncompatibleVersionError(f"the host refused us: {first.reason}")
-                raise ClosedConnectionError(f"the host refused us: {first.reason}")
-            if not isinstance(first, Welcome):
-                raise RemoteProtocolError("the relay did not answer our hello with a welcome")
-            self._early = rest
-            return first
+            while frames:
+                first, frames = frames[0], frames[1:]
+                if isinstance(first, ErrorFrame):
+                    if first.code is ErrorCode.VERSION:
+                        raise IncompatibleVersionError(f"the host refused us: {first.reason}")
+                    raise ClosedConnectionError(f"the host refused us: {first.reason}")
+                if isinstance(first, Challenge) and not challenged:
+                    challenged = True
+                    # one private-key operation, off the loop (on a host, the relay's loop)
+                    proof = await asyncio.get_running_loop().run_in_executor(
+                        None, answer_challenge, self.identity.private_key, first.c
+                    )
+                    if proof is None:
+                        raise RemoteProtocolError("the relay's challenge is not for our key")
+                    self._writer.write(encode(Proof(proof)))
+                    continue
+                if not isinstance(first, Welcome):
+                    raise RemoteProtocolError("the relay did not answer our hello with a welcome")
+                self._early = frames
+                return first
 
     # ------------------------------------------------------------ public API
 

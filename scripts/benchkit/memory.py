@@ -16,25 +16,46 @@ if TYPE_CHECKING:
 
 
 class _Idle(asyncio.Protocol):
-    def __init__(self, state: dict[str, int], hello: bytes | None) -> None:
+    """One idle connection; with a ``hello``, it registers (answering the
+    relay's challenge with ``key``) and then only reads."""
+
+    def __init__(self, state: dict[str, int], hello: bytes | None, key: Any) -> None:
+        from p2pchat.config import MAX_FRAME
+        from p2pchat.proto.framing import FrameDecoder
+        from p2pchat.proto.messages import parse_body
+
         self.state = state
         self.hello = hello
+        self.key = key
+        self.decoder = FrameDecoder(MAX_FRAME, parse_body)
+        self.transport: asyncio.Transport | None = None
         self.got = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         if self.hello is not None:
             transport.write(self.hello)
         else:
             self.got.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        from p2pchat.proto.messages import Challenge, Proof, Welcome, encode
+        from p2pchat.proto.register import answer_challenge
+
         self.state["bytes"] += len(data)
-        if not self.got.done():
-            if b"welcome" in data:
+        if self.got.done():
+            return
+        for frame in self.decoder.feed(data):
+            if isinstance(frame, Challenge) and self.transport is not None:
+                secret = answer_challenge(self.key, frame.c)
+                self.transport.write(encode(Proof(secret or b"")))
+            elif isinstance(frame, Welcome):
                 self.got.set_result(None)
+                return
             else:
-                self.got.set_exception(BenchError(f"the relay did not welcome us: {data[:80]!r}"))
+                self.got.set_exception(BenchError(f"the relay did not welcome us: {frame!r}"))
+                return
 
 
 async def w_idle(args: dict[str, Any], cmds: Commands) -> None:
@@ -46,7 +67,9 @@ async def w_idle(args: dict[str, Any], cmds: Commands) -> None:
     from p2pchat.store.identity import load_identity
 
     loop = asyncio.get_running_loop()
-    der = load_identity(Path(args["home"])).public_der if args["register"] else b""
+    identity = load_identity(Path(args["home"]))
+    der = identity.public_der if args["register"] else b""
+    private = identity.private_key
     state = {"bytes": 0}
     conns: list[asyncio.Transport] = []
     emit("ready")
@@ -62,7 +85,7 @@ async def w_idle(args: dict[str, Any], cmds: Commands) -> None:
                     else None
                 )
                 t, proto = await loop.create_connection(
-                    lambda hello=hello: _Idle(state, hello), LOOPBACK, args["port"]
+                    lambda hello=hello: _Idle(state, hello, private), LOOPBACK, args["port"]
                 )
                 conns.append(t)
                 protos.append(proto)
@@ -78,11 +101,16 @@ async def w_idle(args: dict[str, Any], cmds: Commands) -> None:
         t.close()
 
 
+#: the relay's limits for this measurement: room for every idle connection,
+#: all of them registering the same key
+ROOMY = {"max_participants": 600, "max_unregistered": 600, "max_per_key": 600}
+
+
 def measure(bench: Bench) -> None:
     bench.check_time("memory")
     result: dict[str, dict[int, float]] = {}
     for label, role, kw in (
-        ("relay", "relay", {"limits": {"max_participants": 600, "max_unregistered": 600}}),
+        ("relay", "relay", {"limits": ROOMY}),
         ("bare asyncio server", "fwd", {}),
     ):
         server = bench.worker(role, **kw)
@@ -106,7 +134,7 @@ def measure(bench: Bench) -> None:
         "bare_rss_kib": base,
         "relay_kib_per_conn": per,
         "bare_kib_per_conn": per_base,
-        "relay_limits": "max_participants=600, max_unregistered=600 (relay-only process)",
+        "relay_limits": f"{ROOMY} (relay-only process)",
     }
     for n in (0, 100, 500):
         bench.row(
