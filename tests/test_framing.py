@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from p2pchat.config import MAX_FRAME, MAX_FRAME_UNREGISTERED
 from p2pchat.errors import FrameTooLargeError, MalformedFrameError
-from p2pchat.proto.framing import PREFIX_LEN, FrameDecoder, encode_frame, pack, unpack
+from p2pchat.proto.framing import (
+    PREFIX_LEN,
+    SKIPPED,
+    FrameDecoder,
+    encode_frame,
+    pack,
+    unpack,
+    unpack_fields,
+)
 
 MESSAGES: list[Any] = [
     {"t": "hello", "versions": [1], "name": "alice", "key": b"\x30" * 40},
@@ -400,3 +408,64 @@ def test_arbitrary_bytes_raise_only_malformed_frame_error(chunks: list[bytes], c
 def test_arbitrary_frame_bodies_raise_only_malformed_frame_error(body: bytes) -> None:
     with contextlib.suppress(MalformedFrameError):
         FrameDecoder().feed(frame_of(body))
+
+
+# ------------------------------------------------------------------ field-only decoding
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.floats(allow_nan=False),
+)
+flat_maps = st.dictionaries(
+    st.text(min_size=1, max_size=12), st.one_of(scalars, st.lists(scalars, max_size=8))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(flat_maps)
+def test_fields_of_a_flat_map_are_what_the_generic_decoder_gives(obj: dict[str, Any]) -> None:
+    lists = frozenset(k for k, v in obj.items() if isinstance(v, list))
+    assert unpack_fields(pack(obj), lists) == unpack(pack(obj))
+
+
+def test_fields_accept_any_valid_encoding() -> None:
+    # str 8 key, a 64-bit width for a small int, bin 32 for 2 bytes, array 16
+    body = b"\x83\xd9\x01t\xa4ping\xa5token\xcf" + (5).to_bytes(8, "big")
+    body += b"\xa1p\xc6\x00\x00\x00\x02hi"
+    assert unpack_fields(body) == {"t": "ping", "token": 5, "p": b"hi"}
+    wide_list = b"\x81\xa8versions\xdc\x00\x02\x01\x02"
+    assert unpack_fields(wide_list, frozenset({"versions"})) == {"versions": [1, 2]}
+
+
+def test_containers_where_none_belongs_are_skipped_not_built() -> None:
+    junk = [[[] for _ in range(15)] for _ in range(200)]
+    body = pack({"t": "ping", "token": 1, "junk": junk, "versions": [1]})
+    got = unpack_fields(body)  # "versions" is no list field here
+    assert got == {"t": "ping", "token": 1, "junk": SKIPPED, "versions": SKIPPED}
+    assert unpack_fields(body, frozenset({"versions"}))["versions"] == [1]
+    # what a skipped value holds is not looked at, but the map around it still is
+    with pytest.raises(MalformedFrameError, match="extra data"):
+        unpack_fields(body + b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (pack([1, 2]), "frame body is not a map"),
+        (b"", "frame body is not a map"),
+        (pack({1: 2}), "map key is not a str"),
+        (b"\xdf\x05\xf5\xe1\x00", "declares too many entries"),  # 10**8 entries in 5 bytes
+        (b"\x81\xa1v\xdd\x05\xf5\xe1\x00", "declares too many entries"),
+        (pack({"v": [[1]]}), "holds a container in its list"),
+        (b"\x81\xa1t\xc7\x00\x05", "extension type 5"),
+        (b"\x82\xa1t\xa4ping", "truncated"),
+        (b"\x81\xa1x" + b"\x91" * 5000 + b"\xc0", "StackError"),
+    ],
+)
+def test_fields_refuse_what_is_malformed(body: bytes, why: str) -> None:
+    with pytest.raises(MalformedFrameError, match=why):
+        unpack_fields(body, frozenset({"v"}))

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from p2pchat.errors import LocalProtocolError, MalformedFrameError
-from p2pchat.proto.app import Chat, KeepAlive, Unknown, encode_app, parse_app
+from p2pchat.proto.app import Ack, Chat, KeepAlive, Unknown, encode_app, parse_app
 from p2pchat.room.events import PeerInfo
 from p2pchat.room.peer import TRANSITIONS, Due, Peer, PeerState, Step
 
@@ -125,3 +125,17 @@ def test_the_token_bucket_takes_charges_and_says_how_long_to_wait() -> None:
     assert bucket.take(10.0) and bucket.tokens == pytest.approx(1.0)  # never above burst
     with pytest.raises(ValueError):
         TokenBucket(0.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("size", [100, 100_000])
+def test_what_a_peer_hides_under_an_unknown_key_is_ignored_at_any_size(size: int) -> None:
+    # small payloads take the generic decoder, large ones the field-by-field one:
+    # the same answers either way
+    junk = [[[] for _ in range(15)] for _ in range(size // 16)] if size > 1000 else [[1]]
+    chat = {"t": "msg", "id": b"\x02" * 16, "text": "hi", "later-version": junk}
+    assert parse_app(msgpack.packb(chat)) == Chat(b"\x02" * 16, "hi")
+    bad = {"t": "msg", "id": b"\x02" * 16, "text": junk}  # a container where a str belongs
+    with pytest.raises(MalformedFrameError):
+        parse_app(msgpack.packb(bad))
+    ack = {"t": "ack", "ids": [b"\x03" * 16] * 3, "pad": junk}
+    assert parse_app(msgpack.packb(ack)) == Ack((b"\x03" * 16,) * 3)

@@ -19,7 +19,7 @@ import msgpack
 from p2pchat.config import MAX_FRAME
 from p2pchat.errors import FrameTooLargeError, MalformedFrameError
 
-__all__ = ["FrameDecoder", "encode_frame", "pack", "unpack"]
+__all__ = ["SKIPPED", "FrameDecoder", "encode_frame", "pack", "unpack", "unpack_fields"]
 
 PREFIX: Final = struct.Struct(">I")
 PREFIX_LEN: Final = PREFIX.size
@@ -58,6 +58,92 @@ def unpack(body: bytes | memoryview) -> Any:
         raise
     except (ValueError, msgpack.UnpackException) as exc:  # msgpack's several types, translated once
         raise MalformedFrameError(f"invalid msgpack body ({type(exc).__name__})") from exc
+
+
+class _Skipped:
+    """The value of a known field that held a container where none belongs."""
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+#: stands for a container value that was skipped, not decoded (validation
+#: then refuses it like any value of the wrong type)
+SKIPPED: Final = _Skipped()
+
+# first bytes of msgpack values: str (fixstr, str 8/16/32) and containers
+_STR_HEADS: Final = frozenset(range(0xA0, 0xC0)) | {0xD9, 0xDA, 0xDB}
+_CONTAINER_HEADS: Final = frozenset(range(0x80, 0xA0)) | {0xDC, 0xDD, 0xDE, 0xDF}
+
+
+def unpack_fields(
+    body: bytes | memoryview, lists: frozenset[str] = frozenset(), what: str = "frame body"
+) -> dict[str, Any]:
+    """Decode a message map for its fields only, in time linear in its size and
+    building no object it does not return.
+
+    Keys must be str. Entries with a scalar value are decoded; the field
+    names in ``lists`` may hold an array of scalars. A container anywhere
+    else is skipped in C without being built (and without being checked):
+    an ignored entry costs about what reading its bytes does, however it
+    nests. A field that held a
+    skipped container maps to :data:`SKIPPED`. The body must be one map, and
+    nothing after it (``what`` names it in the error otherwise)."""
+    size = len(body)
+    data = bytes(body)
+    unpacker = msgpack.Unpacker(
+        None,
+        raw=False,
+        strict_map_key=True,
+        use_list=True,
+        ext_hook=_no_ext,
+        max_buffer_size=max(size, 1),
+        max_str_len=size,
+        max_bin_len=size,
+        max_array_len=min(size, MAX_CONTAINER),
+        max_map_len=min(size, MAX_CONTAINER),
+        max_ext_len=0,
+    )
+    if not data or not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
+        raise MalformedFrameError(f"{what} is not a map")
+    unpacker.feed(data)
+    out: dict[str, Any] = {}
+    top = min(size, MAX_CONTAINER)
+    try:
+        entries = unpacker.read_map_header()
+        if entries > top:
+            raise MalformedFrameError("invalid msgpack body (a map declares too many entries)")
+        for _ in range(entries):
+            if data[unpacker.tell()] not in _STR_HEADS:
+                raise MalformedFrameError("map key is not a str")
+            key = unpacker.unpack()
+            head = data[unpacker.tell()]
+            if head not in _CONTAINER_HEADS:
+                out[key] = unpacker.unpack()
+            elif key in lists and (0x90 <= head <= 0x9F or head in (0xDC, 0xDD)):
+                items = []
+                count = unpacker.read_array_header()
+                if count > top:
+                    raise MalformedFrameError(
+                        "invalid msgpack body (an array declares too many entries)"
+                    )
+                for _ in range(count):
+                    if data[unpacker.tell()] in _CONTAINER_HEADS:
+                        raise MalformedFrameError(f"field {key!r} holds a container in its list")
+                    items.append(unpacker.unpack())
+                out[key] = items
+            else:
+                unpacker.skip()
+                out[key] = SKIPPED
+    except MalformedFrameError:
+        raise
+    except IndexError as exc:  # a header promised more than the body holds
+        raise MalformedFrameError("invalid msgpack body (truncated)") from exc
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise MalformedFrameError(f"invalid msgpack body ({type(exc).__name__})") from exc
+    if unpacker.tell() != size:
+        raise MalformedFrameError("invalid msgpack body (extra data after the map)")
+    return out
 
 
 def encode_frame(obj: Any) -> bytes:

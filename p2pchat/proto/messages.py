@@ -17,7 +17,7 @@ from typing import Any, Final, NamedTuple, TypeAlias
 
 from p2pchat.config import MAX_TEXT_BYTES
 from p2pchat.errors import HandshakeError, MalformedFrameError, P2PChatError, RemoteProtocolError
-from p2pchat.proto.framing import PREFIX, pack, unpack
+from p2pchat.proto.framing import PREFIX, pack, unpack, unpack_fields
 from p2pchat.proto.text import check_name, clean_reason
 
 __all__ = [
@@ -360,6 +360,10 @@ def parse_frame(obj: Any) -> Frame:
     return frame
 
 
+_RELAY_LISTS: Final = frozenset({"versions"})
+#: frame types only a relay sends
+_NEVER_TO_RELAY: Final = frozenset({"challenge", "welcome", "joined", "left", "deliver", "error"})
+
 #: A frame a relay receives that is longer than this must be a ``send`` in the
 #: canonical layout (PROTOCOL.md 2): a relay decodes only what it routes, so a
 #: big body full of ignored nested containers cannot cost it CPU.
@@ -368,12 +372,21 @@ MAX_GENERIC_TO_RELAY: Final = 4096
 
 def parse_body_to_relay(body: bytes | memoryview) -> Frame:
     """:func:`parse_body` for what a relay receives: a body over
-    ``MAX_GENERIC_TO_RELAY`` bytes is parsed only if it is a canonical ``send``,
-    never by the generic decoder."""
-    if len(body) <= MAX_GENERIC_TO_RELAY:
-        return parse_body(body)
+    ``MAX_GENERIC_TO_RELAY`` bytes is parsed only if it is a canonical ``send``;
+    a smaller one by :func:`~p2pchat.proto.framing.unpack_fields`, never by
+    the generic decoder."""
     frame = _parse_envelope(body)
-    if not isinstance(frame, Send):
+    small = len(body) <= MAX_GENERIC_TO_RELAY
+    if frame is None and small:
+        # no frame to a relay holds a container but hello's versions: any
+        # other is skipped unbuilt, so a body of nested junk costs no more
+        # than reading it
+        fields = unpack_fields(body, _RELAY_LISTS)
+        kind = fields.get("t")
+        if kind in _NEVER_TO_RELAY:
+            raise _E(f"{kind!r} frames are only sent by a relay")
+        return parse_frame(fields)
+    if frame is None or (not small and not isinstance(frame, Send)):
         raise _E(
             f"a frame over {MAX_GENERIC_TO_RELAY} bytes must be a send in the canonical layout"
         )
