@@ -521,3 +521,16 @@ async def test_caps_per_source_address(keys: list[bytes], monkeypatch: pytest.Mo
         idle = [await Client.connect(port) for _ in range(3)]
         assert await idle[0].closed()  # the oldest from that address
         assert relay.unregistered_count <= 2 and relay.participant_count == len(held)
+
+
+async def test_frames_other_than_sends_are_counted(keys: list[bytes]) -> None:
+    limits = RelayLimits(control_rate=50, control_burst=100)
+    async with running(limits) as (relay, port):
+        steady, _ = await register(port, "steady", keys[0])
+        steady.writer.write(b"".join(encode(Ping(i)) for i in range(150)))  # over the burst
+        pongs = [await steady.recv() for _ in range(150)]  # reading pauses; nothing is lost
+        assert pongs == [Pong(i) for i in range(150)]
+        flood, _ = await register(port, "flood", keys[1])
+        flood.writer.write(b"".join(encode(Ping(i)) for i in range(1000)))  # 1,000 at once
+        assert await flood.closed()
+        assert relay.participant_count == 1

@@ -42,7 +42,7 @@ from p2pchat.proto.messages import (
     Welcome,
     encode,
     encode_deliver,
-    parse_body_to_relay,
+    parse_to_relay,
 )
 from p2pchat.proto.register import check_proof, make_challenge
 
@@ -85,6 +85,12 @@ class RelayLimits:
     #: under (TCP flow control slows the sender; nobody else waits)
     rate_bytes: float = 1024 * 1024 * 1024
     rate_burst: float = 64 * 1024 * 1024
+    #: frames other than canonical sends (ping, pong, hello, a send in another
+    #: layout: each decoded field by field) per second per connection, and the
+    #: burst; over it reading pauses, and past twice the burst at once the
+    #: connection is closed
+    control_rate: float = 200.0
+    control_burst: float = 400.0
 
 
 @dataclass
@@ -134,7 +140,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_body_to_relay)
+        self.decoder = FrameDecoder(MAX_FRAME_UNREGISTERED, parse_to_relay)
         self.peer: PeerEntry | None = None
         self.label = "?"
         self.source = "?"  #: the peer's address: per-source caps count by it
@@ -145,7 +151,10 @@ class _Conn(asyncio.Protocol):
         self.closing = False
         self.last_rx = time.monotonic()
         self.pinged = False
-        self.bucket = TokenBucket(relay.limits.rate_bytes, relay.limits.rate_burst, self.last_rx)
+        limits = relay.limits
+        self.bucket = TokenBucket(limits.rate_bytes, limits.rate_burst, self.last_rx)
+        #: frames that are not canonical sends (decoded field by field)
+        self.control = TokenBucket(limits.control_rate, limits.control_burst, self.last_rx)
         #: why reading from this connection is paused: "rate", or a destination
         #: it sends to that is congested (backpressure)
         self.holds: set[object] = set()
@@ -178,8 +187,10 @@ class _Conn(asyncio.Protocol):
                 # only whole frames count as signs of life: a peer dribbling a
                 # frame byte by byte is still dropped by the idle timeout
                 self.last_rx = now
-            for obj in frames:
-                self._handle(obj)
+            for frame, fielded in frames:
+                if fielded and self.relay._control(self, now):
+                    return
+                self._handle(frame)
                 if self.closing:
                     return
         except RemoteProtocolError as exc:
@@ -206,14 +217,17 @@ class _Conn(asyncio.Protocol):
         self.relay._lost(self)
 
     def pause_writing(self) -> None:
-        """Our buffer is over the high-water mark: senders to us are held back."""
+        """Our buffer is over the high-water mark: senders to us are held back,
+        and so are we (a peer that does not read our answers gets no more)."""
         self.full = True
+        self.hold(self)
         if self._full_timer is None:
             grace = self.relay.limits.backlog_grace
             self._full_timer = asyncio.get_running_loop().call_later(grace, self._not_reading)
 
     def resume_writing(self) -> None:
         self.full = False
+        self.release(self)
         if self._full_timer is not None:
             self._full_timer.cancel()
             self._full_timer = None
@@ -355,6 +369,20 @@ class Relay:
                 elif quiet >= limits.idle_ping:
                     token += 1
                     conn.write(encode(Ping(token)))
+
+    def _control(self, conn: _Conn, now: float) -> bool:
+        """Count one frame that is not a canonical send; True if ``conn`` was
+        closed for sending too many at once."""
+        wait = conn.control.charge(now, 1.0)
+        if conn.control.tokens < -self.limits.control_burst:
+            conn.abort(
+                f"over {2 * self.limits.control_burst:g} frames that are not routed sends at once"
+            )
+            return True
+        if wait > 0 and "control" not in conn.holds:
+            conn.hold("control")
+            asyncio.get_running_loop().call_later(wait, conn.release, "control")
+        return False
 
     def _meter(self, conn: _Conn, size: int, now: float) -> None:
         """Token bucket per connection; over the rate, pause reading it."""

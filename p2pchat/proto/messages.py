@@ -54,6 +54,7 @@ __all__ = [
     "send_head",
     "parse_body",
     "parse_body_to_relay",
+    "parse_to_relay",
     "parse_frame",
     "parse_handshake",
 ]
@@ -375,6 +376,12 @@ def parse_body_to_relay(body: bytes | memoryview) -> Frame:
     ``MAX_GENERIC_TO_RELAY`` bytes is parsed only if it is a canonical ``send``;
     a smaller one by :func:`~p2pchat.proto.framing.unpack_fields`, never by
     the generic decoder."""
+    return parse_to_relay(body)[0]
+
+
+def parse_to_relay(body: bytes | memoryview) -> tuple[Frame, bool]:
+    """:func:`parse_body_to_relay`, and whether the frame took the field-by-field
+    decoder (not a canonical send: a relay counts those)."""
     frame = _parse_envelope(body)
     small = len(body) <= MAX_GENERIC_TO_RELAY
     if frame is None and small:
@@ -385,12 +392,12 @@ def parse_body_to_relay(body: bytes | memoryview) -> Frame:
         kind = fields.get("t")
         if kind in _NEVER_TO_RELAY:
             raise _E(f"{kind!r} frames are only sent by a relay")
-        return parse_frame(fields)
+        return parse_frame(fields), True
     if frame is None or (not small and not isinstance(frame, Send)):
         raise _E(
             f"a frame over {MAX_GENERIC_TO_RELAY} bytes must be a send in the canonical layout"
         )
-    return frame
+    return frame, False
 
 
 def parse_body(body: bytes | memoryview) -> Frame:
