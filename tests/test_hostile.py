@@ -1088,3 +1088,37 @@ def test_peer_killed_mid_message(
     )
     host.assert_survived(f"mid-message {how}")
     assert not any("never finished" in line for line in host.proc.stdout)
+
+
+def test_a_flood_at_the_host_holds_the_flooders_and_the_chat_goes_on(
+    host: Host, conns: Callable[..., Raw], mallory_der: bytes
+) -> None:
+    """Four registered connections blast 1 MiB sends at the host's own
+    participant (issue 13: it used to be closed for its backlog, and the host
+    exited). Backpressure holds the flooders instead: the host stays up, and
+    alice and bob chat both ways while the flood is on."""
+    mark = host.mark()
+    flooders = [conns(host.port, "mallory", mallory_der) for _ in range(4)]
+    hid = flooders[0].host_id
+    frame_1mib = encode_send(hid, b"\x02" + bytes(MAX_SEND_FRAME - 64))
+    sent = [0] * len(flooders)
+
+    def flood(i: int) -> None:
+        raw = flooders[i]
+        raw.sock.settimeout(WAIT)
+        with contextlib.suppress(OSError):  # bounded: 24 MiB each, or a timeout
+            for _ in range(24):
+                raw.sock.sendall(frame_1mib)
+                sent[i] += 1
+
+    threads = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    host.assert_survived("flood at the host (during)")
+    for t in threads:
+        t.join(3 * WAIT)
+    assert sum(sent) >= 8, sent  # the flood was real
+    host.assert_survived("flood at the host (after)")
+    log = host.log_since(mark)
+    # the host's own participant was never closed, nor anyone else for it
+    assert not re.search(r"closing connection \S+ \(peer \d+ '(bob|alice)'\)", log), log[-3000:]

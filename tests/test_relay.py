@@ -509,7 +509,7 @@ async def test_caps_per_source_address(keys: list[bytes], monkeypatch: pytest.Mo
     from p2pchat.net import relay as relay_module
 
     # every test connection comes from 127.0.0.1, which is never capped: count it
-    monkeypatch.setattr(relay_module, "_is_loopback", lambda address: False)
+    monkeypatch.setattr(relay_module, "_is_own", lambda address: False)
     limits = RelayLimits(max_per_source=2, max_unregistered_per_source=2, max_per_key=8)
     async with running(limits) as (relay, port):
         held = [await register(port, "a", keys[0]), await register(port, "b", keys[1])]
@@ -534,3 +534,39 @@ async def test_frames_other_than_sends_are_counted(keys: list[bytes]) -> None:
         flood.writer.write(b"".join(encode(Ping(i)) for i in range(1000)))  # 1,000 at once
         assert await flood.closed()
         assert relay.participant_count == 1
+
+
+async def test_registrations_and_bytes_are_rated_per_source(
+    keys: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pchat.net import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "_is_own", lambda address: False)
+    limits = RelayLimits(
+        source_hello_rate=0.01,
+        source_hello_burst=3,
+        source_rate_bytes=200_000,
+        source_rate_burst=20_000,
+        max_per_key=8,
+    )
+    async with running(limits) as (_relay, port):
+        sink, ws = await register(port, "sink", keys[0])
+        senders = [(await register(port, name, keys[1]))[0] for name in ("one", "two")]
+        fourth = await Client.connect(port)  # refused before it can send anything
+        assert await fourth.recv() == ErrorFrame(
+            "too many connections from 127.0.0.1: retry later", ErrorCode.FULL
+        )
+        # two connections of one address share its rate: 600 kB at 200 kB/s
+        # (the per-connection rate is the default 1 GiB/s: it never waits)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for client in senders:
+            for _ in range(30):
+                client.send(Send(ws.peer_id, b"\x02" + bytes(9_999)))
+        received = 0
+        while received < 60:
+            if isinstance(await sink.recv(), Deliver):
+                received += 1
+        # about (600 kB - the 20 kB burst) / 200 kB/s; a read takes up to
+        # 256 KiB before the pause, so at least 2 s whatever the chunking
+        assert loop.time() - t0 >= 2.0

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         metavar="N",
         help="participants, and unregistered connections, from one address "
-        "(this machine's own are not counted; default: 8)",
+        "(this machine's own 127.0.0.1/::1 are not counted; default: 8)",
     )
     limits.add_argument(
         "--max-per-key",

@@ -91,6 +91,16 @@ class RelayLimits:
     #: connection is closed
     control_rate: float = 200.0
     control_burst: float = 400.0
+    #: every connection from one address together (not this machine's own
+    #: 127.0.0.1/::1): bytes per second and burst, about what a 2 Gbit/s
+    #: link carries; over it reading pauses for all of them
+    source_rate_bytes: float = 256 * 1024 * 1024
+    source_rate_burst: float = 32 * 1024 * 1024
+    #: new connections (each may cost the relay a public-key operation for its
+    #: challenge) per second from one address, and the burst; over it one is
+    #: refused at once
+    source_hello_rate: float = 20.0
+    source_hello_burst: float = 40.0
 
 
 @dataclass
@@ -119,14 +129,44 @@ class Roster:
         return [p for pid, p in self.members.items() if pid != peer_id]
 
 
-def _is_loopback(address: str) -> bool:
+def _is_own(address: str) -> bool:
+    """This machine's own loopback address (127.0.0.1, ::1): its local tools
+    (another identity, ``p2pchat send``) are not counted per source. Other
+    127.0.0.0/8 addresses are sources like any other."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
+        ip = ip.ipv4_mapped
+    return ip in (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+class _Sources:
+    """Per source address: the bytes it sends and the registrations it starts,
+    each a token bucket (its own machine is never counted). At most
+    ``MAX_SOURCES`` are remembered, the least recently seen forgotten first."""
+
+    MAX_SOURCES = 4096
+
+    def __init__(self, limits: RelayLimits) -> None:
+        self.limits = limits
+        self._buckets: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
+
+    def of(self, source: str, now: float) -> tuple[TokenBucket, TokenBucket]:
+        pair = self._buckets.get(source)
+        if pair is None:
+            limits = self.limits
+            pair = (
+                TokenBucket(limits.source_rate_bytes, limits.source_rate_burst, now),
+                TokenBucket(limits.source_hello_rate, limits.source_hello_burst, now),
+            )
+            self._buckets[source] = pair
+            while len(self._buckets) > self.MAX_SOURCES:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+        return pair
 
 
 def _negotiate(versions: Iterable[int]) -> int | None:
@@ -144,7 +184,7 @@ class _Conn(asyncio.Protocol):
         self.peer: PeerEntry | None = None
         self.label = "?"
         self.source = "?"  #: the peer's address: per-source caps count by it
-        self.local = False  #: the peer is on this machine (no per-source cap)
+        self.local = False  #: from this machine's own 127.0.0.1/::1 (no per-source cap)
         self.hello: Hello | None = None  #: its hello, while the challenge is out
         self.secret: bytes | None = None  #: what its proof must return
         self.timer: asyncio.TimerHandle | None = None
@@ -173,7 +213,7 @@ class _Conn(asyncio.Protocol):
         addr = transport.get_extra_info("peername")
         self.label = f"{addr[0]}:{addr[1]}" if addr else "?"
         if addr:
-            self.source, self.local = str(addr[0]), _is_loopback(str(addr[0]))
+            self.source, self.local = str(addr[0]), _is_own(str(addr[0]))
         self.relay._accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -328,6 +368,7 @@ class Relay:
         pinned: only those may take the last ``reserved_slots``."""
         self.limits = limits or RelayLimits()
         self._pinned = pinned or (lambda key: False)
+        self._sources = _Sources(self.limits)
         self.roster = Roster(owner_key=owner_key)
         self._conns: dict[int, _Conn] = {}
         self._unregistered: OrderedDict[_Conn, None] = OrderedDict()
@@ -385,8 +426,11 @@ class Relay:
         return False
 
     def _meter(self, conn: _Conn, size: int, now: float) -> None:
-        """Token bucket per connection; over the rate, pause reading it."""
+        """Token bucket per connection and per source; over either rate, pause
+        reading it."""
         wait = conn.bucket.charge(now, size)
+        if not conn.local:
+            wait = max(wait, self._sources.of(conn.source, now)[0].charge(now, size))
         if wait > 0 and "rate" not in conn.holds:
             conn.hold("rate")
             asyncio.get_running_loop().call_later(wait, conn.release, "rate")
@@ -415,6 +459,12 @@ class Relay:
     # -- called by connections
 
     def _accepted(self, conn: _Conn) -> None:
+        now = time.monotonic()
+        if not conn.local and not self._sources.of(conn.source, now)[1].take(now):
+            # before anything is read: a flood of connections costs an accept each
+            why = f"too many connections from {conn.source}: retry later"
+            conn.abort(why, tell=why, code=ErrorCode.FULL)
+            return
         self._unregistered[conn] = None
         if not conn.local:
             mine = [c for c in self._unregistered if c.source == conn.source]

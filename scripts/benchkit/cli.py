@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from benchkit import discovery, handshake, memory
+from benchkit import attack, discovery, handshake, memory
 from benchkit.baselines import w_echo, w_fwd, w_raw_recv, w_raw_send
 from benchkit.common import STEPS, BenchError
 from benchkit.product import w_p_recv, w_p_send, w_relay
@@ -30,6 +30,9 @@ WORKERS: dict[str, Role] = {
     "hs-load": handshake.w_hs_load,
     "idle": memory.w_idle,
     "browse": discovery.w_browse,
+    "attack-honest": attack.w_attack_honest,
+    "attack-sink": attack.w_attack_sink,
+    "attack-hostile": attack.w_attack_hostile,
 }
 
 

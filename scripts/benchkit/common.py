@@ -30,7 +30,17 @@ U32 = struct.Struct(">I")
 
 MIB = 1024 * 1024
 
-STEPS = ("handshake", "discovery", "latency", "small", "large", "file", "fanout", "memory")
+STEPS = (
+    "handshake",
+    "discovery",
+    "latency",
+    "small",
+    "large",
+    "file",
+    "fanout",
+    "memory",
+    "attack",
+)
 
 #: Sample counts and durations (seconds) of the quick and the full run, and
 #: the hard time budget of each (a safety net: past it, the run stops with an
@@ -48,6 +58,8 @@ PLANS: dict[str, dict[str, Any]] = {
         "fanout": (2, 10),
         "fanout_time": (0.3, 0.8),
         "file": (32, 2),  # MiB per file, files sent (one ``p2pchat send`` each)
+        "attack_rtts": 200,  # honest round trips per attack
+        "attack_hostile": 12,
     },
     "full": {
         "budget": 590.0,
@@ -61,6 +73,8 @@ PLANS: dict[str, dict[str, Any]] = {
         "fanout": (2, 10, 50),
         "fanout_time": (0.5, 4.0),
         "file": (64, 3),
+        "attack_rtts": 1000,
+        "attack_hostile": 12,
     },
 }
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from benchkit import discovery, fanout, files, handshake, latency, memory, throughput
+from benchkit import attack, discovery, fanout, files, handshake, latency, memory, throughput
 from benchkit.common import LARGE, LOOPBACK, PLANS, SMALL, BenchError
 from benchkit.procs import Proc, child_env
 
@@ -181,6 +181,7 @@ class Bench:
             "file": lambda: files.measure(self),
             "fanout": lambda: fanout.measure(self),
             "memory": lambda: memory.measure(self),
+            "attack": lambda: attack.measure(self),
         }
         for name, step in steps.items():
             if name in only:
