@@ -435,6 +435,26 @@ async def test_a_receiver_that_takes_nothing_is_dropped_and_its_senders_released
             frame = await alice.recv()
 
 
+async def test_the_hosts_own_participant_is_never_dropped_for_reading_slowly(
+    keys: list[bytes],
+) -> None:
+    limits = RelayLimits(max_write_backlog=64 * 1024, backlog_grace=0.2)
+    async with running(limits, owner=keys[0]) as (relay, port):
+        host, wh = await register(port, "host", keys[0])
+        host.writer.transport.pause_reading()  # a slow host participant
+        alice, _ = await register(port, "alice", keys[1])
+        for _ in range(16):  # 4 MiB towards the host
+            alice.send(Send(wh.peer_id, b"y" * (256 * 1024)))
+        # nothing to await for "nothing happens": three grace periods pass
+        await asyncio.sleep(0.6)
+        assert wh.peer_id in relay._conns  # a participant with another key would be gone
+        host.writer.transport.resume_reading()
+        got = 0
+        while got < 16:
+            if isinstance(await host.recv(), Deliver):
+                got += 1
+
+
 # ---------------------------------------------------------------- who may register
 
 

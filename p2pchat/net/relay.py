@@ -275,9 +275,17 @@ class _Conn(asyncio.Protocol):
 
     def _not_reading(self) -> None:
         self._full_timer = None
-        if self.full and not self.closing:
+        if self.full and not self.closing and not self._is_host():
             grace = self.relay.limits.backlog_grace
             self.abort(f"not reading: its buffer did not drain within {grace:g} s")
+
+    def _is_host(self) -> bool:
+        """The host's own participant (its key, from this machine): never
+        dropped for reading slowly. It shares the relay's process, so dropping
+        it would end the room; what waits for it stays bounded all the same
+        (its senders are held back)."""
+        owner = self.relay.roster.owner_key
+        return self.local and self.peer is not None and owner is not None and self.peer.key == owner
 
     def _unfull(self) -> None:
         """Release every sender we held back (we are gone, or drained)."""
