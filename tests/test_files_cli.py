@@ -61,7 +61,7 @@ def send_args(procs: ProcPool, src: Path, port: int, *extra: str) -> list[str | 
     ]
 
 
-def receiver(procs: ProcPool, port: int, inbox: Path) -> Proc:
+def receiver(procs: ProcPool, port: int, inbox: Path, *extra: str, json: bool = True) -> Proc:
     return start_join(
         procs,
         procs.home("carol"),
@@ -69,7 +69,8 @@ def receiver(procs: ProcPool, port: int, inbox: Path) -> Proc:
         f"127.0.0.1:{port}",
         "--accept-files",
         inbox,
-        "--json",
+        *(["--json"] if json else []),
+        *extra,
         name="carol",
     )
 
@@ -190,17 +191,7 @@ def test_files_quota_flag_refuses_what_does_not_fit(tmp_path: Path, procs: ProcP
     make_file(src, 2 * 1000 * 1000)
     inbox = tmp_path / "inbox"
     bob, port = start_host(procs, procs.home("bob"))
-    carol = start_join(
-        procs,
-        procs.home("carol"),
-        "--connect",
-        f"127.0.0.1:{port}",
-        "--accept-files",
-        inbox,
-        "--files-quota",
-        "0.001",  # about 1 MB
-        name="carol",
-    )
+    carol = receiver(procs, port, inbox, "--files-quota", "0.001", json=False)  # about 1 MB
     wait_session(carol, "bob")
     alice = procs.start(*send_args(procs, src, port), name="send")
     assert alice.wait(30) == 1, alice.describe()
