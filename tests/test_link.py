@@ -246,3 +246,63 @@ def test_an_advertisement_cannot_make_us_dial_without_end() -> None:
 
     many = [(f"10.0.{i // 250}.{i % 250}", 1) for i in range(1000)]
     assert len(rank(many, NETS)) == MAX_CANDIDATES
+
+
+def test_two_hosts_with_one_name(private_lo: list[str], procs: ProcPool) -> None:
+    """Anyone can advertise any name: with two hosts called bob, a first
+    contact by name picks neither, and a pinned bob is found by its key
+    whichever of the two answers first."""
+    if not private_lo:
+        pytest.skip("needs root: a loopback of its own, with only our hosts on it")
+    from procs import wait_session
+
+    impostor, _ = start_host(procs, procs.home("mallory"), prefix=private_lo)
+    real, port = start_host(procs, procs.home("bob"), "--port", "0", prefix=private_lo)
+    first = procs.start(
+        "join", "bob", "--home", procs.home("alice"), "--interface", "127.0.0.1",
+        "--timeout", "3", name="join", prefix=private_lo,
+    )  # fmt: skip
+    assert first.wait(20) == 2, first.describe()
+    assert first.stderr[0].startswith(
+        "p2pchat: 2 hosts are called 'bob' (anyone can advertise any name): pick one with "
+    ), first.stderr
+    # alice meets the real bob once, by address: pinned
+    met = procs.start(
+        "join", "--connect", f"127.0.0.1:{port}", "--home", procs.home("alice"),
+        "--interface", "127.0.0.1", "--name", "alice", name="join", prefix=private_lo,
+    )  # fmt: skip
+    wait_session(met, "bob")
+    met.close_stdin()
+    assert met.wait(20) == 0, met.describe()
+    # now by name: the pinned key decides, not who answers first
+    again = procs.start(
+        "join", "bob", "--home", procs.home("alice"), "--interface", "127.0.0.1",
+        "--name", "alice", name="join", prefix=private_lo,
+    )  # fmt: skip
+    wait_session(again, "bob")
+    again.wait_for_line("stderr", rf"^p2pchat: connected to 127\.0\.0\.1:{port}$")
+    again.close_stdin()
+    assert again.wait(20) == 0, again.describe()
+    for host in (impostor, real):
+        host.terminate()
+
+
+def test_the_picker_takes_a_number_a_unique_name_or_a_fingerprint_start() -> None:
+    from p2pchat.faces.chat import pick_host
+    from p2pchat.room import HostInfo, format_fingerprint
+
+    def host(name: str, fp: bytes) -> HostInfo:
+        return HostInfo(f"{name}._p2pchat._tcp.local.", name, fp, 1, ("10.0.0.1",), 47474)
+
+    bob1, bob2, carol = host("bob", b"\x01" * 32), host("bob", b"\x02" * 32), host("carol", None)
+    hosts = [bob1, bob2, carol]
+    assert pick_host(hosts, "2") is bob2
+    assert pick_host(hosts, " carol ") is carol
+    assert (
+        pick_host(hosts, "bob") == "2 hosts are called 'bob': type the number of the one you mean"
+    )
+    start = format_fingerprint(bob2.fingerprint or b"")[:9].lower()  # "AIBA-EAQC" as typed
+    assert pick_host(hosts, start) is bob2
+    assert pick_host(hosts, "4") == "there is no host number 4"
+    assert pick_host(hosts, "ZZZZ") == "no host matches 'ZZZZ'"  # starts no fingerprint
+    assert pick_host(hosts, "dave") == "no host matches 'dave'"

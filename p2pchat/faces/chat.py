@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from p2pchat.errors import LocalProtocolError
 from p2pchat.faces.lines import LineOutput
-from p2pchat.room import ExitCode, FilePolicy, RelayLimits, Room, host_listing
+from p2pchat.room import (
+    ExitCode,
+    FilePolicy,
+    RelayLimits,
+    Room,
+    format_fingerprint,
+    host_listing,
+)
 
 if TYPE_CHECKING:
     from p2pchat.room import HostInfo
@@ -164,11 +171,54 @@ async def _host_lines(room: Room, out: LineOutput, stop: asyncio.Event) -> None:
 # ---------------------------------------------------------------- join
 
 
+def pick_host(hosts: list[HostInfo], answer: str) -> HostInfo | str:
+    """The host ``answer`` names: its number in the list, a name only one host
+    has, or the start of one host's fingerprint (4 characters at least). Else
+    why not, to ask again: anyone can advertise any name, so a name two hosts
+    share never picks one of them."""
+    answer = answer.strip()
+    if answer.isdigit():
+        if 1 <= int(answer) <= len(hosts):
+            return hosts[int(answer) - 1]
+        return f"there is no host number {answer}"
+    named = [h for h in hosts if h.name == answer]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        return f"{len(named)} hosts are called {answer!r}: type the number of the one you mean"
+    prefix = answer.upper().replace("-", "")
+    if len(prefix) >= 4:
+        by_fp = [
+            h
+            for h in hosts
+            if h.fingerprint
+            and format_fingerprint(h.fingerprint).replace("-", "").startswith(prefix)
+        ]
+        if len(by_fp) == 1:
+            return by_fp[0]
+    return f"no host matches {answer!r}"
+
+
 async def choose_host(hosts: list[HostInfo]) -> HostInfo | None:
-    """The picker on a terminal: list the hosts, ask for a name."""
-    print(f"Several hosts found:\n{host_listing(hosts)}", file=sys.stderr)
-    choice = (await asyncio.to_thread(input, "Join which one (name)? ")).strip()
-    return next((h for h in hosts if h.name == choice), None)
+    """The picker on a terminal: a numbered list, asked until the answer picks
+    exactly one (three tries; an empty answer or end of input picks none)."""
+    lines = host_listing(hosts).splitlines()
+    listing = "\n".join(f"{i:3}. {line.strip()}" for i, line in enumerate(lines, 1))
+    print(f"Several hosts found:\n{listing}", file=sys.stderr)
+    for _ in range(3):
+        try:
+            answer = await asyncio.to_thread(
+                input, "Join which one (number, name or fingerprint)? "
+            )
+        except EOFError:
+            return None
+        if not answer.strip():
+            return None
+        picked = pick_host(hosts, answer)
+        if not isinstance(picked, str):
+            return picked
+        print(f"p2pchat: {picked}", file=sys.stderr)
+    return None
 
 
 def join_room(args: argparse.Namespace, **extra: Any) -> Room:

@@ -57,6 +57,7 @@ RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake include
 RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
 RETRY_PAUSE = 0.5  # seconds before racing the addresses again when all failed fast
 REMEMBERED_BROWSE = 1.0  # seconds of mDNS when we remember where the host was
+NAME_SETTLE = 0.25  # seconds a first contact by name waits for a second host of that name
 
 #: Picks one of several hosts found (None: none of them).
 Chooser = Callable[[list["HostInfo"]], Awaitable["HostInfo | None"]]
@@ -119,8 +120,14 @@ async def async_find_host(
     if remembered is not None:
         mine = tuple((a, remembered.port) for a in remembered.addresses)
         try:
+            # the pinned key is what we look for: another host with that name
+            # (anyone can advertise any) is passed over, not raced against it
             host = await _discover(
-                host_name, expect, min(timeout, REMEMBERED_BROWSE), interfaces, choose
+                host_name,
+                expect or remembered.fingerprint,
+                min(timeout, REMEMBERED_BROWSE),
+                interfaces,
+                choose,
             )
         except DiscoveryError:
             return Target(mine, expect or remembered.fingerprint, host_name)
@@ -157,11 +164,25 @@ async def _discover(
     seen: list[HostInfo] = []
     if host_name:
 
-        def want(h: HostInfo) -> bool:
+        def named(h: HostInfo) -> bool:
             return h.name == host_name or h.instance.split(".")[0] == host_name
 
-        seen = await async_browse(timeout=timeout, interfaces=bind, want=want, report=report)
+        def want(h: HostInfo) -> bool:
+            return named(h) and (expect is None or h.fingerprint == expect)
+
+        # a first contact waits a moment for a second host of that name: one
+        # is never picked over another that calls itself the same
+        settle = 0.0 if expect is not None else NAME_SETTLE
+        seen = await async_browse(
+            timeout=timeout, interfaces=bind, want=want, settle=settle, report=report
+        )
         hosts = [h for h in seen if want(h)]
+        if not hosts and expect is not None and any(named(h) for h in seen):
+            raise DiscoveryError(
+                f"a host named {host_name!r} answered, but not with the key expected "
+                f"({format_fingerprint(expect)[:24]}...): someone else may be using that "
+                "name; if the host's key really changed, 'p2pchat trust forget' it first"
+            )
     else:
         hosts = await async_browse(
             timeout=timeout, interfaces=bind, want=lambda h: True, settle=0.25, report=report
@@ -185,6 +206,12 @@ async def _discover(
     if len(hosts) == 1:
         return hosts[0]
     if choose is None:
+        if host_name:
+            raise DiscoveryError(
+                f"{len(hosts)} hosts are called {host_name!r} (anyone can advertise any "
+                "name): pick one with --expect-fingerprint FP or --connect ADDR:\n"
+                f"{host_listing(hosts)}"
+            )
         raise DiscoveryError(
             f"several hosts found; name one (p2pchat join NAME):\n{host_listing(hosts)}"
         )
