@@ -28,10 +28,12 @@ from p2pchat.net.discovery import (
     HostInfo,
     async_browse,
     encode_txt,
+    instance_label,
     interface_choice,
     parse_txt,
     resolve_interfaces,
 )
+from p2pchat.proto.keys import format_fingerprint
 
 LO = ["127.0.0.1"]
 
@@ -58,8 +60,9 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(4).hex()}"
 
 
-def _instance(name: str) -> str:
-    return f"{name}.{SERVICE_TYPE}"
+def _instance(name: str, fingerprint: bytes | None = None) -> str:
+    label = name if fingerprint is None else instance_label(name, fingerprint)
+    return f"{label}.{SERVICE_TYPE}"
 
 
 def _has(name: str) -> Callable[[HostInfo], bool]:
@@ -221,7 +224,11 @@ def test_instance_label_is_a_valid_dns_label() -> None:
     label = adv.instance.removesuffix(f".{SERVICE_TYPE}")
     assert len(label.encode()) <= 59  # room for zeroconf's "-N" on a conflict
     dotted = Advertiser(name="a.b", port=1, fingerprint=fp, addresses=LO, interfaces=LO)
-    assert dotted.instance == _instance("a-b")
+    assert dotted.instance == _instance("a-b", fp)
+    tag = format_fingerprint(fp).replace("-", "")[:8]
+    assert dotted.instance == f"a-b {tag}.{SERVICE_TYPE}"
+    other = Advertiser(name="a.b", port=1, fingerprint=os.urandom(32), addresses=LO, interfaces=LO)
+    assert other.instance != dotted.instance  # another key: never the same instance
 
 
 # --------------------------------------------------------------- advertise/browse
@@ -231,13 +238,13 @@ async def test_advertise_then_browse(advertiser: Callable[..., Any]) -> None:
     name = _unique("alice")
     fp = os.urandom(32)
     adv = await advertiser(name, port=45678, fingerprint=fp)
-    assert adv.instance == _instance(name)
+    assert adv.instance == _instance(name, fp)
 
     hosts = await async_browse(timeout=5, interfaces=LO, want=_has(name))
 
     [host] = [h for h in hosts if h.instance == adv.instance]
     assert host == HostInfo(
-        instance=_instance(name),
+        instance=_instance(name, fp),
         name=name,
         fingerprint=fp,
         version=PROTOCOL_VERSION,
@@ -276,7 +283,9 @@ async def test_two_advertisers_both_listed(advertiser: Callable[..., Any]) -> No
 
     hosts = await async_browse(timeout=5, interfaces=LO, want=want)
     mine = {h.name: (h.instance, h.port) for h in hosts if h.name in ports}
-    assert mine == {n: (_instance(n), p) for n, p in ports.items()}
+    assert mine == {
+        n: (_instance(n, h.fingerprint), p) for n, p in ports.items() for h in hosts if h.name == n
+    }
 
 
 async def test_settle_lists_hosts_answering_after_the_first(
@@ -301,10 +310,11 @@ async def test_several_addresses_all_advertised(advertiser: Callable[..., Any]) 
 
 async def test_name_conflict_renames(advertiser: Callable[..., Any]) -> None:
     name = _unique("twin")
-    first = await advertiser(name)
-    second = await advertiser(name)
-    assert first.instance == _instance(name)
-    assert second.instance == _instance(f"{name}-2")
+    fp = os.urandom(32)  # the same key twice (one identity, two hosts): a real clash
+    first = await advertiser(name, fingerprint=fp)
+    second = await advertiser(name, fingerprint=fp)
+    assert first.instance == _instance(name, fp)
+    assert second.instance == f"{instance_label(name, fp)}-2.{SERVICE_TYPE}"
     seen: set[str] = set()
 
     def want(host: HostInfo) -> bool:
@@ -406,7 +416,7 @@ async def test_advertiser_context_manager(_loopback_only: list[AsyncZeroconf]) -
     async with Advertiser(
         name=name, port=4000, fingerprint=os.urandom(32), addresses=LO, interfaces=LO
     ) as adv:
-        assert adv.instance == _instance(name)
+        assert adv.instance.startswith(f"{name} ") and adv.instance.endswith(SERVICE_TYPE)
         with pytest.raises(RuntimeError):
             await adv.async_start()
     assert all(aiozc.zeroconf.done for aiozc in _loopback_only)

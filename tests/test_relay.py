@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -156,6 +157,7 @@ async def test_send_to_unknown_peer_answers_left(keys: list[bytes]) -> None:
 async def test_malformed_input_closes_only_that_connection(
     keys: list[bytes], garbage: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "p2pchat.net.relay")
     async with running() as (relay, port):
         a, wa = await register(port, "alice", keys[0])
         b, wb = await register(port, "bob", keys[1])
@@ -590,3 +592,20 @@ async def test_registrations_and_bytes_are_rated_per_source(
         # about (600 kB - the 20 kB burst) / 200 kB/s; a read takes up to
         # 256 KiB before the pause, so at least 2 s whatever the chunking
         assert loop.time() - t0 >= 2.0
+
+
+async def test_a_flood_of_bad_connections_is_one_warning_not_one_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # each closing is logged at INFO (the log file has them all); the host's
+    # screen shows WARNING and above: one line, not one per attacker
+    caplog.set_level(logging.INFO, "p2pchat.net.relay")
+    async with running() as (_relay, port):
+        for _ in range(30):  # bounded
+            bad = await Client.connect(port)
+            bad.writer.write(b"\x00\x00\x00\x00")
+            assert await bad.closed()
+    closing = [r for r in caplog.records if r.getMessage().startswith("relay: closing")]
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(closing) == 30 and all(r.levelno == logging.INFO for r in closing)
+    assert len(warned) == 1 and "empty frame" in warned[0].getMessage()

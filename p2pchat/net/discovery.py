@@ -53,6 +53,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from p2pchat.config import MAX_NAME_BYTES, PROTOCOL_VERSION, SERVICE_TYPE
 from p2pchat.errors import ConfigError, DiscoveryError
 from p2pchat.net.interfaces import adapter_addresses, advertisable, list_interfaces
+from p2pchat.proto.keys import format_fingerprint
 from p2pchat.proto.text import clean_label, replace_label, truncate_utf8
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "HostInfo",
     "async_browse",
     "encode_txt",
+    "instance_label",
     "interface_choice",
     "parse_txt",
     "probe_send",
@@ -77,6 +79,7 @@ _VERSION_RE: Final = re.compile(r"[0-9]{1,6}")
 #: DNS label limit (RFC 1035), minus room for zeroconf's "-N" conflict suffix.
 _MAX_LABEL_BYTES: Final = 63 - 4
 _DEFAULT_LABEL: Final = "p2pchat"
+_TAG_CHARS: Final = 8  #: of the fingerprint, in the instance label
 _TYPE_SUFFIX: Final = "." + SERVICE_TYPE
 
 #: RFC 1035 numbers for the one query we build ourselves.
@@ -300,12 +303,18 @@ def _advertised_addresses(addresses: Sequence[str], bind: Sequence[str]) -> list
 # ---------------------------------------------------------------------- advertise
 
 
-def _instance_label(name: str) -> str:
-    """A DNS-SD instance label for ``name``: no dots or control characters, and
-    short enough that zeroconf's "-N" rename still fits in 63 bytes."""
+def instance_label(name: str, fingerprint: bytes) -> str:
+    """The DNS-SD instance label of a host called ``name`` with that key:
+    ``NAME TAG``, TAG the first 8 characters of its fingerprint. No dots or
+    control characters, and short enough that zeroconf's "-N" rename still
+    fits in 63 bytes. Two hosts of one name with different keys never share
+    an instance name: on one machine (where mDNS cannot always detect the
+    clash) neither hides the other, and an impostor with a host's name is
+    listed beside it, not merged into it."""
+    tag = format_fingerprint(fingerprint).replace("-", "")[:_TAG_CHARS]
     label = replace_label(name).replace(".", "-").replace("\\", "-").strip()
-    label = truncate_utf8(label, _MAX_LABEL_BYTES).strip()
-    return label or _DEFAULT_LABEL
+    label = truncate_utf8(label, _MAX_LABEL_BYTES - _TAG_CHARS - 1).strip()
+    return f"{label or _DEFAULT_LABEL} {tag}"
 
 
 _REGISTER_ERRORS: Final = (
@@ -347,7 +356,7 @@ class Advertiser:
         server = f"p2pchat-{secrets.token_hex(6)}.local."
         self._info = ServiceInfo(
             SERVICE_TYPE,
-            _instance_label(name) + _TYPE_SUFFIX,
+            instance_label(name, fingerprint) + _TYPE_SUFFIX,
             port=port,
             properties=properties,
             server=server,

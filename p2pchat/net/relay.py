@@ -50,6 +50,9 @@ __all__ = ["Relay", "RelayLimits", "Roster"]
 
 log = logging.getLogger("p2pchat.net.relay")
 
+#: seconds between two warnings that the relay closed misbehaving connections
+CLOSED_WARN_EVERY = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class RelayLimits:
@@ -243,7 +246,7 @@ class _Conn(asyncio.Protocol):
         if not self.closing and self.decoder.buffered:
             # the peer went away in the middle of a frame (a crash, or a probe):
             # nothing else would name this connection in the log
-            log.warning(
+            log.info(
                 "relay: %s ended in the middle of a frame (%d bytes of it received, %s)",
                 self.describe(),
                 self.decoder.buffered,
@@ -325,7 +328,8 @@ class _Conn(asyncio.Protocol):
         """Close this connection now; ``tell`` (with ``code``) is sent to the peer first."""
         if self.closing:
             return
-        log.warning("relay: closing %s: %s", self.describe(), reason)
+        log.info("relay: closing %s: %s", self.describe(), reason)
+        self.relay._closed_one(self.describe(), reason)
         if tell is not None and self.transport is not None:
             self.transport.write(encode(ErrorFrame(tell, code)))
         self.closing = True
@@ -377,6 +381,8 @@ class Relay:
         self.limits = limits or RelayLimits()
         self._pinned = pinned or (lambda key: False)
         self._sources = _Sources(self.limits)
+        self._closed_count = 0  #: connections closed since the last warning
+        self._closed_warned = -CLOSED_WARN_EVERY  #: when that warning was
         self.roster = Roster(owner_key=owner_key)
         self._conns: dict[int, _Conn] = {}
         self._unregistered: OrderedDict[_Conn, None] = OrderedDict()
@@ -418,6 +424,21 @@ class Relay:
                 elif quiet >= limits.idle_ping:
                     token += 1
                     conn.write(encode(Ping(token)))
+
+    def _closed_one(self, who: str, reason: str) -> None:
+        """A connection was closed for what it did: each is logged at INFO;
+        a WARNING says so at most every ``CLOSED_WARN_EVERY`` seconds, so
+        that a flood of bad connections cannot flood the host's screen."""
+        self._closed_count += 1
+        now = time.monotonic()
+        if now - self._closed_warned >= CLOSED_WARN_EVERY:
+            more = (
+                f" ({self._closed_count - 1} more since the last such line)"
+                if (self._closed_count > 1)
+                else ""
+            )
+            log.warning("relay: closed %s: %s%s", who, reason, more)
+            self._closed_count, self._closed_warned = 0, now
 
     def _control(self, conn: _Conn, now: float) -> bool:
         """Count one frame that is not a canonical send; True if ``conn`` was

@@ -57,7 +57,7 @@ RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake include
 RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
 RETRY_PAUSE = 0.5  # seconds before racing the addresses again when all failed fast
 REMEMBERED_BROWSE = 1.0  # seconds of mDNS when we remember where the host was
-NAME_SETTLE = 0.25  # seconds a first contact by name waits for a second host of that name
+NAME_SETTLE = 0.5  # seconds a first contact by name waits for a second host of that name
 
 #: Picks one of several hosts found (None: none of them).
 Chooser = Callable[[list["HostInfo"]], Awaitable["HostInfo | None"]]

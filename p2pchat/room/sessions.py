@@ -395,7 +395,8 @@ class Sessions:
         if peer.ended:
             return
         kind = kind or (RefusalKind.MISMATCH if mismatch else RefusalKind.PROTOCOL)
-        log.warning("participant: refusing peer %d: %s", peer.info.peer_id, reason)
+        # (every face shows the PeerRefused event: the log line is for the log file)
+        log.info("participant: refusing peer %d: %s", peer.info.peer_id, reason)
         self.files_lost(peer)
         # tell it, inside the session: otherwise it would wait for acks forever
         self.say_goodbye(peer)
