@@ -1091,7 +1091,10 @@ def test_peer_killed_mid_message(
 
 
 def test_a_flood_at_the_host_holds_the_flooders_and_the_chat_goes_on(
-    host: Host, conns: Callable[..., Raw], mallory_der: bytes
+    host: Host,
+    conns: Callable[..., Raw],
+    mallory_der: bytes,
+    rsa_keys: tuple[rsa.RSAPrivateKey, ...],
 ) -> None:
     """Four registered connections blast 1 MiB sends at the host's own
     participant (issue 13: it used to be closed for its backlog, and the host
@@ -1115,6 +1118,13 @@ def test_a_flood_at_the_host_holds_the_flooders_and_the_chat_goes_on(
     for t in threads:
         t.start()
     host.assert_survived("flood at the host (during)")
+    # a real joiner gets in during the flood, and talks to the host
+    carol_key = rsa_keys[2]
+    carol = conns(host.port, "carol", remember(carol_key))
+    session = establish(carol, carol_key, "carol")
+    text = f"carol during the host flood {secrets.token_hex(4)}"
+    carol.send(encode_send(carol.host_id, chat_record(session, text)))
+    host.proc.wait_for_line("stdout", rf"^carol: {re.escape(text)}$", WAIT)
     for t in threads:
         t.join(3 * WAIT)
     assert sum(sent) >= 8, sent  # the flood was real
@@ -1122,3 +1132,21 @@ def test_a_flood_at_the_host_holds_the_flooders_and_the_chat_goes_on(
     log = host.log_since(mark)
     # the host's own participant was never closed, nor anyone else for it
     assert not re.search(r"closing connection \S+ \(peer \d+ '(bob|alice)'\)", log), log[-3000:]
+
+
+def test_one_key_cannot_fill_the_room(
+    host: Host, conns: Callable[..., Raw], mallory_der: bytes
+) -> None:
+    """Issue 13: one process, many connections, one public key, used to fill
+    the room. A key registers at most 4 times: each newer one closes the
+    oldest, and the room keeps its places."""
+    mark = host.mark()
+    same = [conns(host.port, "mallory", mallory_der) for _ in range(7)]
+    for old in same[:3]:
+        host.blame(mark, old, "replaced by a newer registration of the same key")
+        assert old.closed_within(WAIT)
+    for live in same[3:]:  # the four newest are still registered: they are answered
+        live.send(encode(Ping(7)))
+        while not isinstance(live.frame(), Pong):
+            pass
+    host.assert_survived("one key, seven registrations")
