@@ -234,6 +234,17 @@ def chat_record(result: HandshakeResult, text: str) -> bytes:
     return result.sender.seal(encode_app(Chat(os.urandom(16), text)))
 
 
+def joiner_talks(host: Host, conns: Callable[..., Raw], key: rsa.RSAPrivateKey, when: str) -> None:
+    """A real joiner, carol, registers, completes a handshake with the host's
+    participant and says something the host prints."""
+    carol = conns(host.port, "carol", remember(key))
+    session = establish(carol, key, "carol")
+    text = f"carol {when} {secrets.token_hex(4)}"
+    carol.send(encode_send(carol.host_id, chat_record(session, text)))
+    host.proc.wait_for_line("stdout", rf"^carol: {re.escape(text)}$", WAIT)
+    return carol
+
+
 def m1_payload(key_der: bytes, versions: tuple[int, ...] = (1,), name: str = "mallory") -> bytes:
     """A well-formed M1 with any key and versions (no handshake state behind it)."""
     eph = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
@@ -635,12 +646,7 @@ def test_connection_flood_does_not_lock_out_a_real_joiner(
             f"the relay did not close {FLOOD - 64} of the {FLOOD} flood connections",
         )
         # while the rest are held: a real joiner
-        carol_key = rsa_keys[2]
-        carol = conns(host.port, "carol", remember(carol_key))
-        session = establish(carol, carol_key, "carol")
-        text = f"carol during the flood {secrets.token_hex(4)}"
-        carol.send(encode_send(carol.host_id, chat_record(session, text)))
-        host.proc.wait_for_line("stdout", rf"^carol: {re.escape(text)}$", WAIT)
+        carol = joiner_talks(host, conns, rsa_keys[2], "during the flood")
         # every flood connection is closed, by eviction or by the deadline
         deadline = time.monotonic() + REGISTER_TIMEOUT + WAIT
         for s in flood:
@@ -1118,13 +1124,7 @@ def test_a_flood_at_the_host_holds_the_flooders_and_the_chat_goes_on(
     for t in threads:
         t.start()
     host.assert_survived("flood at the host (during)")
-    # a real joiner gets in during the flood, and talks to the host
-    carol_key = rsa_keys[2]
-    carol = conns(host.port, "carol", remember(carol_key))
-    session = establish(carol, carol_key, "carol")
-    text = f"carol during the host flood {secrets.token_hex(4)}"
-    carol.send(encode_send(carol.host_id, chat_record(session, text)))
-    host.proc.wait_for_line("stdout", rf"^carol: {re.escape(text)}$", WAIT)
+    joiner_talks(host, conns, rsa_keys[2], "during the host flood")
     for t in threads:
         t.join(3 * WAIT)
     assert sum(sent) >= 8, sent  # the flood was real

@@ -83,6 +83,41 @@ class FileHandler(Protocol):
         holds the connection's reader, which is the receiver's back-pressure."""
 
 
+async def register(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    decoder: FrameDecoder,
+    identity: Identity,
+) -> tuple[Welcome, list[object]]:
+    """After our hello: answer the relay's challenge (once, with the private
+    key, off the loop: on a host that loop is the relay's), then wait for the
+    welcome. Returns it and the frames that came behind it in the same read."""
+    challenged = False
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            raise BrokenConnectionError("the host closed the connection during registration")
+        frames = decoder.feed(data)
+        while frames:
+            first, frames = frames[0], frames[1:]
+            if isinstance(first, ErrorFrame):
+                if first.code is ErrorCode.VERSION:
+                    raise IncompatibleVersionError(f"the host refused us: {first.reason}")
+                raise ClosedConnectionError(f"the host refused us: {first.reason}")
+            if isinstance(first, Challenge) and not challenged:
+                challenged = True
+                proof = await asyncio.get_running_loop().run_in_executor(
+                    None, answer_challenge, identity.private_key, first.c
+                )
+                if proof is None:
+                    raise RemoteProtocolError("the relay's challenge is not for our key")
+                writer.write(encode(Proof(proof)))
+                continue
+            if not isinstance(first, Welcome):
+                raise RemoteProtocolError("the relay did not answer our hello with a welcome")
+            return first, frames
+
+
 class Participant:
     """One participant's connection to a relay and its end-to-end sessions."""
 
@@ -146,7 +181,9 @@ class Participant:
         writer.transport.set_write_buffer_limits(high=BULK_WRITE_HIGH)
         try:
             writer.write(encode(Hello(SUPPORTED_VERSIONS, self.name, self.identity.public_der)))
-            welcome = await asyncio.wait_for(self._read_welcome(), timeout)
+            welcome, self._early = await asyncio.wait_for(
+                register(reader, writer, self._decoder, self.identity), timeout
+            )
         except BaseException:
             writer.close()
             raise
@@ -163,36 +200,6 @@ class Participant:
         # we joined last: we initiate with everyone already here
         for peer in list(self.sessions.peers.values()):
             self.sessions.start_initiator(peer)
-
-    async def _read_welcome(self) -> Welcome:
-        """Answer the relay's challenge (once), then wait for its welcome."""
-        assert self._reader is not None and self._writer is not None
-        challenged = False
-        while True:
-            data = await self._reader.read(65536)
-            if not data:
-                raise BrokenConnectionError("the host closed the connection during registration")
-            frames = self._decoder.feed(data)
-            while frames:
-                first, frames = frames[0], frames[1:]
-                if isinstance(first, ErrorFrame):
-                    if first.code is ErrorCode.VERSION:
-                        raise IncompatibleVersionError(f"the host refused us: {first.reason}")
-                    raise ClosedConnectionError(f"the host refused us: {first.reason}")
-                if isinstance(first, Challenge) and not challenged:
-                    challenged = True
-                    # one private-key operation, off the loop (on a host, the relay's loop)
-                    proof = await asyncio.get_running_loop().run_in_executor(
-                        None, answer_challenge, self.identity.private_key, first.c
-                    )
-                    if proof is None:
-                        raise RemoteProtocolError("the relay's challenge is not for our key")
-                    self._writer.write(encode(Proof(proof)))
-                    continue
-                if not isinstance(first, Welcome):
-                    raise RemoteProtocolError("the relay did not answer our hello with a welcome")
-                self._early = frames
-                return first
 
     # ------------------------------------------------------------ public API
 
