@@ -565,8 +565,8 @@ async def test_registrations_and_bytes_are_rated_per_source(
 
     monkeypatch.setattr(relay_module, "_is_own", lambda address: False)
     limits = RelayLimits(
-        source_hello_rate=0.01,
-        source_hello_burst=3,
+        source_connect_rate=0.01,
+        source_connect_burst=3,
         source_rate_bytes=200_000,
         source_rate_burst=20_000,
         max_per_key=8,

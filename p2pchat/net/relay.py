@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from p2pchat.config import MAX_FRAME_UNREGISTERED, MAX_SEND_FRAME, SUPPORTED_VERSIONS
 from p2pchat.errors import P2PChatError, RemoteProtocolError
@@ -102,8 +103,8 @@ class RelayLimits:
     #: new connections (each may cost the relay a public-key operation for its
     #: challenge) per second from one address, and the burst; over it one is
     #: refused at once
-    source_hello_rate: float = 20.0
-    source_hello_burst: float = 40.0
+    source_connect_rate: float = 20.0
+    source_connect_burst: float = 40.0
 
 
 @dataclass
@@ -145,6 +146,11 @@ def _is_own(address: str) -> bool:
     return ip in (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
 
 
+class _SourceBuckets(NamedTuple):
+    rate: TokenBucket  #: bytes per second over all its connections
+    connections: TokenBucket  #: new connections per second
+
+
 class _Sources:
     """Per source address: the bytes it sends and the registrations it starts,
     each a token bucket (its own machine is never counted). At most
@@ -154,15 +160,15 @@ class _Sources:
 
     def __init__(self, limits: RelayLimits) -> None:
         self.limits = limits
-        self._buckets: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
+        self._buckets: OrderedDict[str, _SourceBuckets] = OrderedDict()
 
-    def of(self, source: str, now: float) -> tuple[TokenBucket, TokenBucket]:
+    def of(self, source: str, now: float) -> _SourceBuckets:
         pair = self._buckets.get(source)
         if pair is None:
             limits = self.limits
-            pair = (
+            pair = _SourceBuckets(
                 TokenBucket(limits.source_rate_bytes, limits.source_rate_burst, now),
-                TokenBucket(limits.source_hello_rate, limits.source_hello_burst, now),
+                TokenBucket(limits.source_connect_rate, limits.source_connect_burst, now),
             )
             self._buckets[source] = pair
             while len(self._buckets) > self.MAX_SOURCES:
@@ -304,6 +310,12 @@ class _Conn(asyncio.Protocol):
         if not self.holds and self.transport is not None and not self.closing:
             self.transport.pause_reading()
         self.holds.add(why)
+
+    def hold_for(self, why: str, seconds: float) -> None:
+        """Stop reading for ``seconds`` (a rate's wait), unless already held so."""
+        if seconds > 0 and why not in self.holds:
+            self.hold(why)
+            asyncio.get_running_loop().call_later(seconds, self.release, why)
 
     def release(self, why: object) -> None:
         if why in self.holds:
@@ -449,9 +461,7 @@ class Relay:
                 f"over {2 * self.limits.control_burst:g} frames that are not routed sends at once"
             )
             return True
-        if wait > 0 and "control" not in conn.holds:
-            conn.hold("control")
-            asyncio.get_running_loop().call_later(wait, conn.release, "control")
+        conn.hold_for("control", wait)
         return False
 
     def _meter(self, conn: _Conn, size: int, now: float) -> None:
@@ -459,10 +469,8 @@ class Relay:
         reading it."""
         wait = conn.bucket.charge(now, size)
         if not conn.local:
-            wait = max(wait, self._sources.of(conn.source, now)[0].charge(now, size))
-        if wait > 0 and "rate" not in conn.holds:
-            conn.hold("rate")
-            asyncio.get_running_loop().call_later(wait, conn.release, "rate")
+            wait = max(wait, self._sources.of(conn.source, now).rate.charge(now, size))
+        conn.hold_for("rate", wait)
 
     async def async_close(self) -> None:
         if self._idle_task is not None:
@@ -489,7 +497,7 @@ class Relay:
 
     def _accepted(self, conn: _Conn) -> None:
         now = time.monotonic()
-        if not conn.local and not self._sources.of(conn.source, now)[1].take(now):
+        if not conn.local and not self._sources.of(conn.source, now).connections.take(now):
             # before anything is read: a flood of connections costs an accept each
             why = f"too many connections from {conn.source}: retry later"
             conn.abort(why, tell=why, code=ErrorCode.FULL)

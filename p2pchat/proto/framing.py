@@ -86,11 +86,13 @@ def unpack_fields(
     names in ``lists`` may hold an array of scalars. A container anywhere
     else is skipped in C without being built (and without being checked):
     an ignored entry costs about what reading its bytes does, however it
-    nests. A field that held a
-    skipped container maps to :data:`SKIPPED`. The body must be one map, and
-    nothing after it (``what`` names it in the error otherwise)."""
+    nests. A field that held a skipped container maps to :data:`SKIPPED`.
+    The body must be one map, and nothing after it (``what`` names it in the
+    error otherwise)."""
     size = len(body)
     data = bytes(body)
+    if not data or not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
+        raise MalformedFrameError(f"{what} is not a map")
     unpacker = msgpack.Unpacker(
         None,
         raw=False,
@@ -104,8 +106,6 @@ def unpack_fields(
         max_map_len=min(size, MAX_CONTAINER),
         max_ext_len=0,
     )
-    if not data or not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
-        raise MalformedFrameError(f"{what} is not a map")
     unpacker.feed(data)
     out: dict[str, Any] = {}
     top = min(size, MAX_CONTAINER)
