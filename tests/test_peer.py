@@ -9,7 +9,16 @@ import msgpack
 import pytest
 
 from p2pchat.errors import LocalProtocolError, MalformedFrameError
-from p2pchat.proto.app import Ack, Chat, KeepAlive, Unknown, encode_app, parse_app
+from p2pchat.proto.app import (
+    Ack,
+    Chat,
+    KeepAlive,
+    Refuse,
+    RefuseCode,
+    Unknown,
+    encode_app,
+    parse_app,
+)
 from p2pchat.room.events import PeerInfo
 from p2pchat.room.peer import TRANSITIONS, Due, Peer, PeerState, Step
 
@@ -86,6 +95,46 @@ def test_a_handshake_has_a_deadline_but_never_while_a_worker_runs_it() -> None:
 def test_other_states_have_no_timer(state: PeerState) -> None:
     peer = at(state)
     assert peer.deadline(KA, DEAD) is None and peer.due(1e9, KA, DEAD) is None
+
+
+def test_failures_soon_after_a_session_came_up_back_off_and_a_lasting_one_starts_over() -> None:
+    peer = at(PeerState.HANDSHAKING)
+    peer.established(object(), 100.0)  # type: ignore[arg-type]
+    assert peer.was_ready and peer.ready_since == 100.0
+    # the first failure heals at once
+    assert peer.failed(110.0, 30.0, 0.5, 4.0) == 0.0
+    assert peer.state is PeerState.HEALING and peer.result is None and peer.heals == 1
+    assert peer.deadline(KA, DEAD) == 110.0 and peer.due(110.0, KA, DEAD) is Due.HEAL
+    delays = []
+    for i in range(6):  # each fresh session fails again within 30 s of coming up
+        peer.go(Step.START)
+        peer.established(object(), 111.0 + i)  # type: ignore[arg-type]
+        delays.append(peer.failed(112.0 + i, 30.0, 0.5, 4.0))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0] and peer.heals == 7
+    # a fresh handshake that fails counts too (it is not READY when it fails)
+    peer.go(Step.START)
+    assert peer.failed(200.0, 30.0, 0.5, 4.0) == 4.0 and peer.heals == 8
+    # a session that lasted 30 s starts the count again
+    peer.go(Step.START)
+    peer.established(object(), 300.0)  # type: ignore[arg-type]
+    assert peer.failed(330.0, 30.0, 0.5, 4.0) == 0.0 and peer.heals == 1
+
+
+def test_a_refusal_code_this_version_does_not_know_is_protocol() -> None:
+    assert parse_app(encode_app(Refuse(RefuseCode.OWN_KEY, "ours"))) == Refuse(
+        RefuseCode.OWN_KEY, "ours"
+    )
+    body = msgpack.packb({"t": "refuse", "code": "no-cookies", "reason": "r"})
+    assert parse_app(body) == Refuse(RefuseCode.PROTOCOL, "r")
+    for bad in (
+        {"code": "", "reason": "r"},
+        {"code": "x" * 33, "reason": "r"},
+        {"code": "é", "reason": "r"},
+        {"code": "protocol", "reason": "r" * 1025},
+        {"code": "protocol"},
+    ):
+        with pytest.raises(MalformedFrameError):
+            parse_app(msgpack.packb({"t": "refuse", **bad}))
 
 
 # ---------------------------------------------------------------- unknown types

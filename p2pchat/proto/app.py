@@ -13,6 +13,7 @@ receiver's verdict, and a refusal or cancellation from either side.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_FILE_SIZE",
     "MAX_KIND_CHARS",
     "MSG_ID_LEN",
+    "REFUSE_CODES",
     "Ack",
     "AppMessage",
     "Chat",
@@ -44,6 +46,8 @@ __all__ = [
     "FileOffer",
     "FileRefuse",
     "KeepAlive",
+    "Refuse",
+    "RefuseCode",
     "Unknown",
     "encode_app",
     "file_id",
@@ -89,6 +93,29 @@ class KeepAlive:
     """An encrypted probe; ``reply`` asks the peer to answer with one of its own."""
 
     reply: bool
+
+
+class RefuseCode(enum.StrEnum):
+    """Why a participant refuses a session (the ``code`` of a ``refuse``)."""
+
+    PINNED_OTHER_KEY = "pinned-other-key"  #: the refuser pinned another key for our name
+    NOT_KNOWN = "not-known"  #: the refuser accepts pinned peers only (--require-known)
+    OWN_KEY = "own-key"  #: we presented the refuser's own key
+    PROTOCOL = "protocol"  #: a protocol violation (also: any code this version does not know)
+
+
+REFUSE_CODES: Final = frozenset(RefuseCode)
+#: Longest ``refuse`` code on the wire, in characters (ASCII).
+MAX_REFUSE_CODE: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """I refuse this session (a close record follows): not a goodbye. ``reason``
+    is the refuser's words, untrusted like any text from a peer."""
+
+    code: RefuseCode
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +186,7 @@ class FileCancel:
 FileMessage: TypeAlias = (
     FileOffer | FileAccept | FileData | FileAck | FileDone | FileRefuse | FileCancel
 )
-AppMessage: TypeAlias = Chat | Ack | KeepAlive | FileMessage
+AppMessage: TypeAlias = Chat | Ack | KeepAlive | Refuse | FileMessage
 
 
 def file_id(sha256: bytes, name: str, size: int) -> bytes:
@@ -187,6 +214,8 @@ def encode_app(msg: AppMessage) -> bytes:
         return pack({"t": "ack", "ids": list(msg.msg_ids)})
     if isinstance(msg, KeepAlive):
         return pack({"t": "ka", "reply": msg.reply})
+    if isinstance(msg, Refuse):
+        return pack({"t": "refuse", "code": str(msg.code), "reason": msg.reason})
     if isinstance(msg, FileOffer):
         return pack(
             {
@@ -266,6 +295,14 @@ def _parse_data(m: dict[str, Any]) -> FileData:
     return FileData(tid, offset, data)
 
 
+def _parse_refuse(m: dict[str, Any]) -> Refuse:
+    code = m.get("code")
+    if not isinstance(code, str) or not 1 <= len(code) <= MAX_REFUSE_CODE or not code.isascii():
+        raise MalformedFrameError(f"refuse code must be 1 to {MAX_REFUSE_CODE} ASCII characters")
+    known = RefuseCode(code) if code in REFUSE_CODES else RefuseCode.PROTOCOL
+    return Refuse(known, _reason(m))
+
+
 _FILE_PARSERS: Final[dict[object, Callable[[dict[str, Any]], FileMessage]]] = {
     "fd": _parse_data,
     "fk": lambda m: FileAck(_transfer_id(m), _offset(m, "off")),
@@ -313,6 +350,8 @@ def parse_app(payload: bytes) -> AppMessage | Unknown:
         if not isinstance(reply, bool):
             raise MalformedFrameError("keepalive reply flag must be a boolean")
         return KeepAlive(reply)
+    if kind == "refuse":
+        return _parse_refuse(obj)
     if not isinstance(kind, str) or not 1 <= len(kind) <= MAX_KIND_CHARS:
         raise MalformedFrameError(
             f"application message type must be a str of 1 to {MAX_KIND_CHARS}"
