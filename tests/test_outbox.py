@@ -36,6 +36,34 @@ def test_acks_per_recipient_and_order(tmp_path: Path) -> None:
     assert box.add(b"x" * 16, "to nobody", set()) is not None and len(box) == 1
 
 
+def test_a_recipient_refused_for_trust_counts_as_undelivered_and_is_never_saved(
+    tmp_path: Path,
+) -> None:
+    path, key = tmp_path / "outbox.bin", os.urandom(32)
+    box = Outbox(path, key)
+    C = b"c" * 32
+    m1, m2, m3 = ids(3)
+    box.add(m1, "one", {A, B})
+    assert box.fail(B, "refused: another key") == [m1]
+    # m1 still waits for A; for B it is undelivered, with why
+    (msg,) = box.undelivered()
+    assert msg.recipients == {A} and msg.failed == {B: "refused: another key"}
+    assert box.for_peer(B) == [] and not box.all_delivered
+    # a message sent while C is present but refused: C is a recipient that fails
+    box.add(m2, "two", {A, C}, failed={C: "it refused us"})
+    assert box.get(m2) is not None and box.get(m2).total == 2  # type: ignore[union-attr]
+    # A acknowledges everything: what B and C never got stays undelivered
+    assert box.acked(A, m1) is not None and box.acked(A, m2) is not None
+    assert [m.msg_id for m in box.undelivered()] == [m1, m2] and not box.all_delivered
+    assert len(box) == 0  # nothing pending to send to anyone
+    # to C alone, while C is refused: undelivered at once, nothing to send
+    box.add(m3, "three", {C}, failed={C: "it refused us"})
+    assert box.for_peer(C) == [] and box.get(m3) is not None
+    box.save()
+    again = Outbox(path, key)  # a refused key is nobody to resend to after a restart
+    assert again.pending() == [] and again.all_delivered
+
+
 def test_persisted_encrypted_and_restored(tmp_path: Path) -> None:
     path, key = tmp_path / "outbox.bin", os.urandom(32)
     box = Outbox(path, key)

@@ -17,6 +17,8 @@ from p2pchat.room.events import (
     MessageReceived,
     PeerLeft,
     PeerRefused,
+    RefusalKind,
+    SessionBroken,
     SessionReady,
 )
 from p2pchat.room.participant import Participant
@@ -149,8 +151,19 @@ async def test_pinned_name_with_new_key_is_refused_before_any_message(
         (refused,) = alice.of(PeerRefused)
         assert refused.mismatch and refused.pinned == (Identity.from_key(rsa_keys[2]).fingerprint,)
         assert not alice.p.is_ready(alice.p.host_id or 0)
-        alice.p.send_text("must not be sent")
-        assert alice.p.undelivered() == {}
+        # a refusal is not a goodbye: bob is told why, authenticated, and does
+        # not take alice for gone
+        await bob.until(lambda: bool(bob.of(PeerRefused)))
+        (told,) = bob.of(PeerRefused)
+        assert told.by_peer and told.kind is RefusalKind.MISMATCH
+        assert told.reason == "a pinned name presented a different key"
+        assert not [e for e in bob.of(PeerLeft) if e.peer.name == "alice"]
+        # what alice types now is sent to no one, and counted as not delivered to bob
+        sent = alice.p.send_text("must not be sent")
+        assert alice.p.undelivered() == {sent: ["bob"]}
+        (missing,) = alice.p.missing()
+        assert (missing.name, missing.count) == ("bob", 1)
+        assert missing.why == "refused: a pinned name presented a different key"
         assert bob.of(MessageReceived) == []
 
 
@@ -176,7 +189,7 @@ async def test_require_known_refuses_new_peers(
 
 
 @pytest.mark.parametrize("corrupt", ["flip", "replay"])
-async def test_a_bad_record_drops_only_that_peer(
+async def test_a_bad_record_heals_that_session_and_disturbs_no_one(
     tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...], corrupt: str
 ) -> None:
     async with room(tmp_path, rsa_keys) as join:
@@ -186,23 +199,37 @@ async def test_a_bad_record_drops_only_that_peer(
         for m in (bob, alice, carol):
             await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
         # alice's session keys towards bob, used to forge a bad record on her connection
+        from p2pchat.proto.framing import pack
         from p2pchat.proto.messages import encode_send
 
         peer = alice.p.sessions.peers[bob.p.my_id or 0]
         assert peer.result is not None
-        record = bytearray(peer.result.sender.seal(b"\x81\xa1t\xa2ka"))
+        record = bytearray(peer.result.sender.seal(pack({"t": "ka", "reply": False})))
         if corrupt == "flip":
             record[-1] ^= 1
             alice.p.write(encode_send(bob.p.my_id or 0, bytes(record)))
         else:
             # deliver it twice: the second is a replay
             alice.p.write(encode_send(bob.p.my_id or 0, bytes(record)) * 2)
-        await bob.until(lambda: bool(bob.of(PeerRefused)))
-        assert bob.of(PeerRefused)[0].peer.name == "alice"
-        # carol and bob still talk
+        # bob drops that session and starts a fresh handshake at once; alice answers
+        await bob.until(lambda: any(e.renewed for e in bob.of(SessionReady)))
+        await alice.until(lambda: any(e.renewed for e in alice.of(SessionReady)))
+        (broken,) = bob.of(SessionBroken)
+        assert broken.peer.name == "alice" and "authentication" in broken.reason
+        assert not bob.of(PeerRefused) and not alice.of(PeerRefused)
+        assert not bob.of(PeerLeft) and not alice.of(PeerLeft)
+        # the renewed session carries messages both ways, each shown once
+        alice.p.send_text("after the heal")
+        bob.p.send_text("heard you")
+        await alice.until(lambda: not alice.p.undelivered())
+        await bob.until(lambda: not bob.p.undelivered())
+        assert [e.text for e in bob.of(MessageReceived)] == ["after the heal"]
+        assert [e.text for e in alice.of(MessageReceived)] == ["heard you"]
+        # carol saw nothing of it: no refusal, no broken session, and she still talks
+        assert not carol.of(SessionBroken) and not carol.of(PeerRefused)
         carol.p.send_text("after")
         await carol.until(lambda: not carol.p.undelivered())
-        assert [e.text for e in bob.of(MessageReceived)] == ["after"]
+        assert [e.text for e in bob.of(MessageReceived)][-1] == "after"
 
 
 @pytest.fixture(scope="module")

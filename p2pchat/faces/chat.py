@@ -280,9 +280,12 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
         return room.ended.exit_code
     if delivered:
         return ExitCode.OK
-    missing = room.undelivered()
-    names = sorted({n for peers in missing.values() for n in peers})
-    out.error(
-        f"{len(missing)} message(s) not delivered within {timeout:g} s to: {', '.join(names)}"
-    )
+    out.error(undelivered_text(room, timeout))
     return ExitCode.UNDELIVERED
+
+
+def undelivered_text(room: Room, timeout: float) -> str:
+    """One line: how many messages are not delivered, to whom, how many each, and why."""
+    total = len(room.undelivered())
+    each = "; ".join(f"{m.name} is missing {m.count} ({m.why})" for m in room.missing() if m.count)
+    return f"{total} message(s) not delivered within {timeout:g} s: {each}"

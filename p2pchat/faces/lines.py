@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from p2pchat.room import (
     Connected,
     Delivered,
+    DeliveryFailed,
     Dialing,
     Disconnected,
     Event,
@@ -35,16 +36,20 @@ from p2pchat.room import (
     Reconnected,
     Reconnecting,
     RoomEnded,
+    SessionBroken,
     SessionReady,
     Trust,
     format_duration,
     format_fingerprint,
     format_size,
+    refused_text,
     sanitize,
 )
 
 __all__ = [
     "LineOutput",
+    "Warnings",
+    "describe_trouble",
     "describe_file_event",
     "describe_link_event",
     "file_json",
@@ -80,6 +85,47 @@ def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
         "and connect again.",
     ]
     return "\n".join(lines)
+
+
+class Warnings:
+    """The key-changed warning in full once per name and key in a run; a peer
+    that tries again gets one line, so a loop cannot flood everyone's screen."""
+
+    def __init__(self) -> None:
+        self._shown: set[tuple[str, bytes]] = set()
+
+    def mismatch(self, event: PeerRefused) -> str:
+        key = (event.peer.name, event.peer.fingerprint)
+        if key in self._shown:
+            return (
+                f"(the same unknown key for {event.peer.name!r} again: "
+                f"{event.peer.fingerprint_text[:19]}...; see the warning above)"
+            )
+        self._shown.add(key)
+        return mismatch_warning(
+            event.peer.name,
+            event.peer.fingerprint_text,
+            [format_fingerprint(fp) for fp in event.pinned]
+            or ["(not pinned: the key expected for this host)"],
+        )
+
+
+def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str:
+    """One line for a refusal (ours or the peer's), a broken session, or
+    messages that will not reach someone."""
+    name = event.peer.name
+    if isinstance(event, PeerRefused):
+        if event.by_peer:
+            return refused_text(event)
+        return f"refused {name}: {event.reason}"
+    if isinstance(event, SessionBroken):
+        when = f" in {event.retry_in:.1f} s" if event.retry_in >= 0.1 else ""
+        return (
+            f"the session with {name} broke ({event.reason}); renewing it{when}: "
+            "what it had not acknowledged will be sent again"
+        )
+    n = len(event.msg_ids)
+    return f"{n} message(s) will not reach {name}: {event.reason}"
 
 
 def describe_link_event(event: Dialing | Connected | Reconnecting | Reconnected) -> list[str]:
@@ -201,6 +247,7 @@ class LineOutput:
         self.json_mode = json_mode
         self._out = out
         self._err = err
+        self._warnings = Warnings()
 
     # looked up at each print, so that the interactive UI's patched streams are used
     @property
@@ -253,7 +300,16 @@ class LineOutput:
                 print(f"{event.peer.name}: {sanitize(event.text)}", file=self.out, flush=True)
         elif isinstance(event, SessionReady):
             if self.json_mode:
-                self.json("session", sas=event.sas, trust=event.trust, **_peer_json(event.peer))
+                self.json(
+                    "session",
+                    sas=event.sas,
+                    trust=event.trust,
+                    renewed=event.renewed,
+                    **_peer_json(event.peer),
+                )
+            if event.renewed:
+                self.status(f"secure session with {event.peer.name} renewed")
+                return
             note = {
                 Trust.NEW: "first contact, pinned",
                 Trust.KNOWN: "known key",
@@ -286,19 +342,34 @@ class LineOutput:
                 )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
-                print(
-                    mismatch_warning(
-                        event.peer.name,
-                        event.peer.fingerprint_text,
-                        [format_fingerprint(fp) for fp in event.pinned]
-                        or ["(not pinned: the key expected for this host)"],
-                    ),
-                    file=self.err,
-                    flush=True,
-                )
+                print(self._warnings.mismatch(event), file=self.err, flush=True)
             if self.json_mode:
-                self.json("refused", reason=event.reason, **_peer_json(event.peer))
-            self.status(f"refused {event.peer.name}: {event.reason}")
+                self.json(
+                    "refused",
+                    reason=event.reason,
+                    why=event.kind,
+                    by_peer=event.by_peer,
+                    **_peer_json(event.peer),
+                )
+            self.status(describe_trouble(event))
+        elif isinstance(event, SessionBroken):
+            if self.json_mode:
+                self.json(
+                    "session-broken",
+                    reason=event.reason,
+                    retry_in=round(event.retry_in, 3),
+                    **_peer_json(event.peer),
+                )
+            self.status(describe_trouble(event))
+        elif isinstance(event, DeliveryFailed):
+            if self.json_mode:
+                self.json(
+                    "undelivered",
+                    ids=[i.hex() for i in event.msg_ids],
+                    reason=event.reason,
+                    **_peer_json(event.peer),
+                )
+            self.status(describe_trouble(event))
         elif isinstance(event, Disconnected):
             if self.json_mode:
                 self.json("disconnected", reason=event.reason, clean=event.clean)

@@ -15,10 +15,16 @@ from collections.abc import Coroutine
 from typing import Any
 
 from p2pchat.faces.commands import HELP, async_run_command
-from p2pchat.faces.lines import describe_file_event, describe_link_event, mismatch_warning
+from p2pchat.faces.lines import (
+    Warnings,
+    describe_file_event,
+    describe_link_event,
+    describe_trouble,
+)
 from p2pchat.room import (
     Connected,
     Delivered,
+    DeliveryFailed,
     Dialing,
     Disconnected,
     Event,
@@ -35,9 +41,9 @@ from p2pchat.room import (
     Reconnecting,
     Room,
     RoomEnded,
+    SessionBroken,
     SessionReady,
     Trust,
-    format_fingerprint,
     sanitize,
 )
 
@@ -56,6 +62,7 @@ class _Screen:
     def __init__(self) -> None:
         self.texts: dict[bytes, str] = {}
         self._progress_at: dict[bytes, float] = {}
+        self._warnings = Warnings()
 
     def say(self, text: str) -> None:
         print(f"[{_now()}] {text}", flush=True)
@@ -77,6 +84,9 @@ class _Screen:
             private = " (to you only)" if event.direct else ""
             self.say(f"{event.peer.name}{private}: {sanitize(event.text)}")
         elif isinstance(event, SessionReady):
+            if event.renewed:
+                self.say(f"* secure session with {event.peer.name} renewed")
+                return
             note = {
                 Trust.NEW: "first contact, now pinned",
                 Trust.KNOWN: "known key",
@@ -106,16 +116,10 @@ class _Screen:
                 )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
-                print(
-                    mismatch_warning(
-                        event.peer.name,
-                        event.peer.fingerprint_text,
-                        [format_fingerprint(fp) for fp in event.pinned]
-                        or ["(the key this host was expected to have)"],
-                    ),
-                    flush=True,
-                )
-            self.say(f"! refused {event.peer.name}: {event.reason}")
+                print(self._warnings.mismatch(event), flush=True)
+            self.say(f"! {describe_trouble(event)}")
+        elif isinstance(event, SessionBroken | DeliveryFailed):
+            self.say(f"! {describe_trouble(event)}")
         elif isinstance(event, Disconnected):
             self.say(f"! {event.reason}")
         elif isinstance(event, FileProgress):

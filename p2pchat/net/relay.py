@@ -432,7 +432,8 @@ class Relay:
             for conn in list(self._conns.values()):
                 quiet = now - conn.last_rx
                 if quiet >= limits.idle_timeout:
-                    conn.abort(f"silent for {quiet:.0f} s, not answering pings")
+                    why = f"silent for {quiet:.0f} s, not answering pings"
+                    conn.abort(why, tell=why)
                 elif quiet >= limits.idle_ping:
                     token += 1
                     conn.write(encode(Ping(token)))
@@ -584,7 +585,8 @@ class Relay:
         same = [c for c in self._conns.values() if c.peer and c.peer.key == hello.key]
         for old in same[: max(0, len(same) + 1 - self.limits.max_per_key)]:
             # the newest proven registration replaces the oldest of that key
-            old.abort("replaced by a newer registration of the same key")
+            why = "replaced by a newer registration of the same key"
+            old.abort(why, tell=why, code=ErrorCode.KEY)
             self._lost(old)
         self._register(conn, hello)
 

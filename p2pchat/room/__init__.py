@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
     from p2pchat.proto.text import check_name, sanitize
     from p2pchat.proto.transfer import Phase, format_duration, format_size
+    from p2pchat.room.delivery import Missing
     from p2pchat.room.events import (
         Connected,
         Delivered,
+        DeliveryFailed,
         Dialing,
         Disconnected,
         Event,
@@ -42,11 +44,12 @@ if TYPE_CHECKING:
         Reconnecting,
         RefusalKind,
         RoomEnded,
+        SessionBroken,
         SessionReady,
         Trust,
     )
     from p2pchat.room.host import Hosting
-    from p2pchat.room.link import host_listing
+    from p2pchat.room.link import host_listing, refused_text
     from p2pchat.room.room import FilePolicy, Member, Room, Verification
     from p2pchat.room.transfers import Prepared, Transfer
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
@@ -60,6 +63,7 @@ __all__ = [
     "BrowseReport",
     "Connected",
     "Delivered",
+    "DeliveryFailed",
     "Dialing",
     "Disconnected",
     "Event",
@@ -73,6 +77,7 @@ __all__ = [
     "HostInfo",
     "Hosting",
     "Member",
+    "Missing",
     "MessageReceived",
     "MessageSent",
     "PeerInfo",
@@ -88,6 +93,7 @@ __all__ = [
     "RelayLimits",
     "Room",
     "RoomEnded",
+    "SessionBroken",
     "SessionReady",
     "Transfer",
     "Trust",
@@ -100,6 +106,7 @@ __all__ = [
     "format_fingerprint",
     "format_size",
     "host_listing",
+    "refused_text",
     "load_identity",
     "parse_fingerprint",
     "resolve_home",
@@ -117,6 +124,7 @@ _WHERE = {
     "BrowseReport": "p2pchat.net.discovery",
     "Connected": "p2pchat.room.events",
     "Delivered": "p2pchat.room.events",
+    "Missing": "p2pchat.room.delivery",
     "Dialing": "p2pchat.room.events",
     "Disconnected": "p2pchat.room.events",
     "Event": "p2pchat.room.events",
@@ -145,7 +153,9 @@ _WHERE = {
     "RelayLimits": "p2pchat.net.relay",
     "Room": "p2pchat.room.room",
     "RoomEnded": "p2pchat.room.events",
+    "SessionBroken": "p2pchat.room.events",
     "SessionReady": "p2pchat.room.events",
+    "DeliveryFailed": "p2pchat.room.events",
     "Transfer": "p2pchat.room.transfers",
     "Trust": "p2pchat.room.events",
     "TrustStore": "p2pchat.store.identity",
@@ -157,6 +167,7 @@ _WHERE = {
     "format_fingerprint": "p2pchat.proto.keys",
     "format_size": "p2pchat.proto.transfer",
     "host_listing": "p2pchat.room.link",
+    "refused_text": "p2pchat.room.link",
     "load_identity": "p2pchat.store.identity",
     "parse_fingerprint": "p2pchat.proto.keys",
     "resolve_home": "p2pchat.store.identity",

@@ -8,11 +8,64 @@ restarts never shows it twice; without a durable outbox the ack goes at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from p2pchat.proto.app import MAX_ACK_IDS, Ack
 from p2pchat.room.events import Delivered, PeerInfo
+from p2pchat.room.peer import Peer, PeerState
 from p2pchat.store.outbox import Outbox
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "Missing", "missing", "refusal_words"]
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """One recipient that has not acknowledged ``count`` of our messages, and why."""
+
+    name: str
+    fingerprint: bytes
+    count: int
+    why: str
+
+
+def refusal_words(peer: Peer) -> str:
+    """Why a refused peer does not get our messages, in a few words."""
+    r = peer.refusal
+    if r is None:
+        return "refused"
+    return f"it refused us: {r.reason}" if r.by_peer else f"refused: {r.reason}"
+
+
+def status(peers: list[Peer], fp: bytes) -> str:
+    """Where our session with the peer of ``fp`` stands, in a few words."""
+    found = [p for p in peers if p.info.fingerprint == fp]
+    if not found:
+        return "not here now"
+    peer = found[-1]  # the newest (a peer that came back has a new id)
+    if peer.state is PeerState.READY:
+        return "no acknowledgement yet"
+    if peer.state is PeerState.REFUSED:
+        return refusal_words(peer)
+    if peer.state is PeerState.GONE:
+        return "disconnected"
+    if peer.state is PeerState.HEALING:
+        return "its session failed, renewing"
+    return "no secure session yet"
+
+
+def missing(outbox: Outbox, peers: list[Peer], name_of: Callable[[bytes], str]) -> list[Missing]:
+    """Per recipient, the messages it has not acknowledged (pending, or failed
+    for it) and why, in the order the recipients first appear."""
+    counts: dict[bytes, int] = {}
+    whys: dict[bytes, str] = {}
+    for msg in outbox.undelivered():
+        for fp in (*msg.recipients, *msg.failed):
+            counts[fp] = counts.get(fp, 0) + 1
+        whys.update(msg.failed)
+    return [
+        Missing(name_of(fp), fp, n, whys.get(fp) or status(peers, fp)) for fp, n in counts.items()
+    ]
 
 
 class Delivery:
@@ -51,8 +104,8 @@ class Delivery:
                     Delivered(
                         mid,
                         peer,
-                        complete=not done.recipients,
-                        delivered=done.total - len(done.recipients),
+                        complete=not done.recipients and not done.failed,
+                        delivered=done.total - len(done.recipients) - len(done.failed),
                         total=done.total,
                     )
                 )

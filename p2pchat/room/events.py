@@ -18,6 +18,7 @@ from p2pchat.proto.keys import format_fingerprint
 __all__ = [
     "Connected",
     "Delivered",
+    "DeliveryFailed",
     "Dialing",
     "Disconnected",
     "Event",
@@ -36,6 +37,7 @@ __all__ = [
     "Reconnecting",
     "RefusalKind",
     "RoomEnded",
+    "SessionBroken",
     "SessionReady",
     "Trust",
 ]
@@ -54,6 +56,7 @@ class RefusalKind(enum.StrEnum):
 
     MISMATCH = "mismatch"  #: a pinned name (or an expected host) presented another key
     UNKNOWN_PEER = "unknown-peer"  #: not pinned, under --require-known
+    OWN_KEY = "own-key"  #: it presented our own key
     PROTOCOL = "protocol"  #: anything else: a broken handshake or record
 
     @property
@@ -83,15 +86,31 @@ class SessionReady:
     peer: PeerInfo
     sas: str
     trust: Trust
+    renewed: bool = False  #: a fresh handshake after the session broke (SessionBroken)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBroken:
+    """A record from ``peer`` failed (altered, replayed, dropped or reordered on
+    the way): that session is over, a fresh handshake follows in ``retry_in``
+    seconds, and what it had not acknowledged is sent again once it is up."""
+
+    peer: PeerInfo
+    reason: str
+    retry_in: float
 
 
 @dataclass(frozen=True, slots=True)
 class PeerRefused:
+    """We refused ``peer`` (``by_peer`` False), or it refused us (True, with the
+    reason it gave). Either way the session is over; it is not a goodbye."""
+
     peer: PeerInfo
     reason: str
-    mismatch: bool  #: a pinned name presented another key
+    mismatch: bool  #: a pinned name presented another key (we refused it for that)
     pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
     kind: RefusalKind = RefusalKind.PROTOCOL
+    by_peer: bool = False  #: the peer refused us (an authenticated ``refuse``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +128,16 @@ class Delivered:
     complete: bool  #: every intended recipient has it now
     delivered: int = 1  #: recipients that have it ...
     total: int = 1  #: ... of this many
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """These messages will not reach ``peer`` in this run: it was refused for
+    trust (never the participant we meant) before it acknowledged them."""
+
+    peer: PeerInfo
+    msg_ids: tuple[bytes, ...]
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +271,8 @@ Event = (
     | MessageReceived
     | MessageSent
     | Delivered
+    | DeliveryFailed
+    | SessionBroken
     | PeerLeft
     | Disconnected
     | FileOffered

@@ -40,7 +40,16 @@ from p2pchat.net.dial import (
 )
 from p2pchat.proto.keys import format_fingerprint
 from p2pchat.room.bus import EventBus
-from p2pchat.room.events import Connected, Dialing, Event, Reconnected, Reconnecting, RoomEnded
+from p2pchat.room.events import (
+    Connected,
+    Dialing,
+    Event,
+    PeerRefused,
+    Reconnected,
+    Reconnecting,
+    RefusalKind,
+    RoomEnded,
+)
 from p2pchat.room.participant import FileHandler, Participant
 from p2pchat.store.hosts import HostBook, KnownHost
 from p2pchat.store.identity import Identity, TrustStore
@@ -54,6 +63,9 @@ __all__ = ["Chooser", "Link", "Target", "async_find_host", "host_listing", "pars
 RECONNECT_BASE = 0.5
 RECONNECT_CAP = 10.0
 RECONNECT_WAIT = 10.0  # seconds for one reconnection attempt, handshake included
+#: a connection that lasted this long was a success: the next drop starts the
+#: backoff again; one that drops sooner keeps backing off (no reconnect storm)
+RECONNECT_STABLE = 30.0
 RECONNECT_BROWSE = 3.0  # seconds to look for the host's fingerprint on the network
 RETRY_PAUSE = 0.5  # seconds before racing the addresses again when all failed fast
 REMEMBERED_BROWSE = 1.0  # seconds of mDNS when we remember where the host was
@@ -292,16 +304,25 @@ class Link:
     async def async_keep_up(self, stop: asyncio.Event) -> None:
         """Reconnect whenever the connection drops, until ``stop`` or a fatal end."""
         attempt = 0
+        up_since = time.monotonic()
         while not stop.is_set():
             current = self.participant
             assert current is not None
 
             def dropped(c: Participant = current) -> bool:
-                return stop.is_set() or c.disconnected is not None
+                return stop.is_set() or c.disconnected is not None or host_failure(c) is not None
 
             await self.bus.wait_for(dropped)
             if stop.is_set():
                 return
+            failure = host_failure(current)
+            if isinstance(failure, RefusedError):
+                # the host refused us (or we it) after the session came up:
+                # connecting again would only be refused again
+                self._end(str(failure), failure.exit_code)
+                return
+            if time.monotonic() - up_since >= RECONNECT_STABLE:
+                attempt = 0
             if current.host_said_goodbye:
                 # the host ended the chat on purpose: nothing to reconnect to
                 self._end("the host closed the chat", ExitCode.FAILURE, by_host=True)
@@ -327,7 +348,7 @@ class Link:
                     current = self.participant or current
                     continue
                 self.bus.publish(Reconnected())
-                attempt = 0
+                up_since = time.monotonic()
                 break
 
     async def _locate(self) -> Target:
@@ -363,12 +384,29 @@ def host_failure(participant: Participant) -> P2PChatError | None:
     host_id = participant.host_id
     for event in participant.refusals:
         if event.peer.peer_id == host_id:
-            return RefusedError(
-                f"not connecting to {event.peer.name}: {event.reason}", for_trust=event.kind.trust
-            )
+            return RefusedError(refused_text(event), for_trust=event.kind.trust)
     if participant.disconnected is not None and not participant.is_ready(host_id or -1):
         return BrokenConnectionError(participant.disconnected.reason)
     return None
+
+
+def refused_text(event: PeerRefused) -> str:
+    """What a refusal of (or by) the host means, and what to do about it."""
+    name = event.peer.name
+    if not event.by_peer:
+        return f"not connecting to {name}: {event.reason}"
+    said = f"{name} refused us: {event.reason}"
+    if event.kind is RefusalKind.MISMATCH:
+        return (
+            f"{said}. {name} has another key pinned for our name: if you changed "
+            f"devices or keys, ask {name} to check your new fingerprint ('p2pchat id') "
+            "and run 'p2pchat trust forget' for your name"
+        )
+    if event.kind is RefusalKind.UNKNOWN_PEER:
+        return f"{said}. {name} only lets in peers it has pinned; ask {name} to add you"
+    if event.kind is RefusalKind.OWN_KEY:
+        return f"{said}. This identity is in use there already; use another --home"
+    return said
 
 
 async def _connect_any(

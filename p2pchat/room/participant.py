@@ -48,7 +48,9 @@ from p2pchat.proto.messages import (
     parse_body,
 )
 from p2pchat.proto.register import answer_challenge
+from p2pchat.proto.text import clean_reason
 from p2pchat.room.bus import EventBus
+from p2pchat.room.delivery import Missing, missing, refusal_words
 from p2pchat.room.events import Disconnected, Event, PeerInfo, PeerRefused
 from p2pchat.room.peer import Due, PeerState, Step
 from p2pchat.room.sessions import Sessions
@@ -156,6 +158,7 @@ class Participant:
         self._early: list[object] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._relay_said = ""  #: the relay's error frame, if it sent one after we registered
         self.my_id: int | None = None
         self.host_id: int | None = None
         self.disconnected: Disconnected | None = None
@@ -266,13 +269,31 @@ class Participant:
         check_text(text, LocalProtocolError)  # the receiver would refuse us, not just it
         msg = Chat(os.urandom(16), text, direct=to is not None)
         peers = self.sessions.peers.values()
+        mine = self.identity.fingerprint
+        failed: dict[bytes, str] = {}
         if self.connected:
-            recipients = {p.info.fingerprint for p in peers if not p.ended}
+            # everyone here now, whatever our session with them: one we refused
+            # (or that refused us) is a recipient that does not get it
+            # (but one that never proved its key was never a participant)
+            recipients = {
+                p.info.fingerprint
+                for p in peers
+                if p.state is not PeerState.GONE and (p.was_ready or not p.ended)
+            }
+            for p in peers:
+                r = p.refusal
+                if p.state is PeerState.REFUSED and r is not None and r.kind.trust:
+                    failed[p.info.fingerprint] = refusal_words(p)
         else:
             recipients = set(self.outbox.last_known)
+        recipients.discard(mine)
         if to is not None:
             recipients &= {to}
-        self.outbox.add(msg.msg_id, text, recipients, direct=msg.direct)
+            failed = {fp: why for fp, why in failed.items() if fp == to}
+        self.outbox.add(msg.msg_id, text, recipients, direct=msg.direct, failed=failed)
+        for peer in peers:
+            if not peer.was_ready and not peer.ended and peer.info.fingerprint in recipients:
+                peer.unproven.append(msg.msg_id)
         for peer in peers:
             if peer.ready and peer.info.fingerprint in recipients:
                 self.sessions.send_app(peer, msg)
@@ -280,14 +301,23 @@ class Participant:
         return msg.msg_id
 
     def undelivered(self) -> dict[bytes, list[str]]:
-        """Message ids still waiting for an ack, with the names that have not acknowledged."""
-        names = {p.info.fingerprint: p.info.name for p in self.sessions.peers.values()}
+        """Message ids some recipient has not acknowledged (pending, or failed
+        for a refused one), with the names of those recipients."""
         out: dict[bytes, list[str]] = {}
-        for msg in self.outbox.pending():
-            out[msg.msg_id] = sorted(
-                names.get(fp) or self._pinned_name(fp) for fp in msg.recipients
-            )
+        for msg in self.outbox.undelivered():
+            out[msg.msg_id] = sorted(self.name_of(fp) for fp in msg.recipients | msg.failed.keys())
         return out
+
+    def missing(self) -> list[Missing]:
+        """Who has not acknowledged what: one entry per recipient, with the
+        number of messages and why (refused, disconnected, no session yet...)."""
+        return missing(self.outbox, list(self.sessions.peers.values()), self.name_of)
+
+    def name_of(self, fp: bytes) -> str:
+        for p in self.sessions.peers.values():
+            if p.info.fingerprint == fp:
+                return p.info.name
+        return self._pinned_name(fp)
 
     def _pinned_name(self, fp: bytes) -> str:
         pin = self.trust.get(fp)
@@ -333,7 +363,7 @@ class Participant:
 
     async def _run(self) -> None:
         assert self._reader is not None
-        reason, clean = "the host closed the connection", True
+        reason, clean = "", True
         try:
             for frame in self._early:
                 await self._handle(frame)
@@ -357,6 +387,8 @@ class Participant:
         finally:
             if self._writer is not None:
                 self._writer.close()
+            if not reason:  # a plain end of the stream
+                reason, clean = self._why_closed()
             if not self._closing:
                 self._mark_disconnected(reason, clean)
             self.bus.notify()
@@ -372,10 +404,22 @@ class Participant:
         elif isinstance(frame, Ping):
             self.write(encode(Pong(frame.token)))
         elif isinstance(frame, ErrorFrame):
-            log.warning("participant: relay says: %s", frame.reason)
+            # it closes our connection next: say why then
+            self._relay_said = clean_reason(frame.reason)
+            log.warning("participant: relay says: %s", self._relay_said)
         elif not isinstance(frame, Pong):
             raise RemoteProtocolError(f"unexpected {type(frame).__name__} from the relay")
         self.bus.notify()
+
+    def _why_closed(self) -> tuple[str, bool]:
+        """The relay connection ended with a plain EOF: clean only after the
+        host's authenticated goodbye; otherwise whatever the relay said before
+        closing (an eviction), or a cut."""
+        if self._relay_said:
+            return f"the relay closed our connection: {self._relay_said}", False
+        if self.sessions.host_said_goodbye:
+            return "the host closed the connection", True
+        return "the host's relay closed the connection without the host's goodbye", False
 
     def lost(self, reason: str) -> None:
         """The connection is dead although no FIN came: close it and say so."""
@@ -437,6 +481,8 @@ class _Clock:
                 o.sessions.send_app(peer, KeepAlive(reply=True))
             elif due is Due.HANDSHAKE_LATE:
                 o.sessions.check_late(peer, now)
+            elif due is Due.HEAL:
+                o.sessions.heal(peer)
             elif due is Due.DEAD:
                 log.info("peer %d silent, presumed gone", peer.info.peer_id)
                 if peer.info.peer_id == o.host_id:

@@ -14,18 +14,22 @@ place that says which step may follow which, and an illegal one raises
                                                    │  └──off-loop──> WORKING (a private-key
                                                    │                 step in a worker thread)
                                                    └──complete──> READY
+    READY ──fail──> HEALING ──start──> HANDSHAKING     (a record failed: a fresh handshake,
+                                                         or the peer's M1 starts it)
+    HANDSHAKING, WORKING ──fail──> HEALING             (a re-handshake failed: later again)
+    HANDSHAKING ──start──> HANDSHAKING                 (crossed M1s: one side yields)
     every state but GONE ──refuse──> REFUSED;  every state ──gone──> GONE
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from p2pchat.errors import LocalProtocolError
 from p2pchat.proto.handshake import Handshake, HandshakeResult
-from p2pchat.room.events import PeerInfo
+from p2pchat.room.events import PeerInfo, PeerRefused
 
 __all__ = ["TRANSITIONS", "Due", "Peer", "PeerState", "Step"]
 
@@ -37,6 +41,7 @@ class PeerState(enum.Enum):
     HANDSHAKING = "handshaking"
     WORKING = "working"  #: a private-key handshake step runs in a worker thread
     READY = "ready"  #: the end-to-end session is up
+    HEALING = "healing"  #: the session failed; a fresh handshake starts at ``heal_at``
     REFUSED = "refused"  #: we refused it (trust or protocol); nothing more is read
     GONE = "gone"  #: it left, or the connection to the relay ended
 
@@ -48,6 +53,7 @@ class Step(enum.Enum):
     OFF_LOOP = "off-loop"
     STEP_DONE = "step-done"
     COMPLETE = "complete"
+    FAIL = "fail"
     REFUSE = "refuse"
     GONE = "gone"
 
@@ -62,6 +68,11 @@ TRANSITIONS: Final[dict[tuple[PeerState, Step], PeerState]] = {
     (_S.HANDSHAKING, _E.OFF_LOOP): _S.WORKING,
     (_S.WORKING, _E.STEP_DONE): _S.HANDSHAKING,
     (_S.HANDSHAKING, _E.COMPLETE): _S.READY,
+    (_S.READY, _E.FAIL): _S.HEALING,
+    (_S.HANDSHAKING, _E.FAIL): _S.HEALING,
+    (_S.WORKING, _E.FAIL): _S.HEALING,
+    (_S.HEALING, _E.START): _S.HANDSHAKING,
+    (_S.HANDSHAKING, _E.START): _S.HANDSHAKING,
     **{(s, _E.REFUSE): _S.REFUSED for s in _S if s not in (_S.REFUSED, _S.GONE)},
     **{(s, _E.GONE): _S.GONE for s in _S if s is not _S.GONE},
 }
@@ -73,6 +84,7 @@ class Due(enum.Enum):
     PROBE = "probe"  #: quiet for the keepalive interval: send a keepalive that wants a reply
     DEAD = "dead"  #: silent for too long: presumed gone
     HANDSHAKE_LATE = "handshake-late"  #: the handshake did not complete in time
+    HEAL = "heal"  #: time for the fresh handshake of a failed session
 
 
 @dataclass(eq=False)
@@ -87,6 +99,13 @@ class Peer:
     hs_deadline: float | None = None  #: when the current handshake must be complete
     last_heard: float = 0.0  #: time of the last record from this peer
     last_sent: float = 0.0  #: time of the last record to this peer
+    ready_since: float | None = None  #: when the current (or last) session came up
+    heals: int = 0  #: failures in a row, each soon after the session before it came up
+    heal_at: float | None = None  #: while HEALING: when the fresh handshake starts
+    refusal: PeerRefused | None = None  #: why, once REFUSED (by us or by it)
+    #: our messages sent while its key was not proven yet: if it never is, it
+    #: was never a participant, and they are not owed to it
+    unproven: list[bytes] = field(default_factory=list)
 
     def go(self, step: Step) -> PeerState:
         """Take ``step``; raises LocalProtocolError if the table does not allow it here."""
@@ -96,9 +115,13 @@ class Peer:
                 f"peer {self.info.peer_id}: {step.value} is not allowed in state {self.state.value}"
             )
         self.state = nxt
-        if nxt in (PeerState.REFUSED, PeerState.GONE):
+        if nxt in (PeerState.REFUSED, PeerState.GONE, PeerState.HEALING):
             self.hs = None
             self.hs_deadline = None
+        if nxt is not PeerState.READY:
+            self.result = None  # a session is only ever used while READY
+        if nxt is not PeerState.HEALING:
+            self.heal_at = None
         return nxt
 
     @property
@@ -132,6 +155,25 @@ class Peer:
         self.hs, self.hs_deadline = None, None
         self.result = result
         self.last_heard = self.last_sent = now
+        self.ready_since = now
+        self.unproven = []
+
+    @property
+    def was_ready(self) -> bool:
+        """A session with it was up once (in this connection): a failure heals."""
+        return self.ready_since is not None
+
+    def failed(self, now: float, stable: float, base: float, cap: float) -> float:
+        """The session (or a fresh handshake) failed (FAIL): the delay before the
+        next handshake. Failures soon after the last session came up (within
+        ``stable`` s) count up and back off: 0, base, 2 base, ... up to ``cap``;
+        a session that lasted starts the count again."""
+        quick = self.ready_since is not None and now - self.ready_since < stable
+        self.heals = self.heals + 1 if quick or self.state is not PeerState.READY else 1
+        self.go(Step.FAIL)
+        delay = 0.0 if self.heals <= 1 else min(cap, base * 2 ** (self.heals - 2))
+        self.heal_at = now + delay
+        return delay
 
     def deadline(self, keepalive: float, dead_after: float) -> float | None:
         """When :meth:`due` next has something to say (None: nothing pending)."""
@@ -141,6 +183,8 @@ class Peer:
             )
         if self.state is PeerState.HANDSHAKING:
             return self.hs_deadline
+        if self.state is PeerState.HEALING:
+            return self.heal_at
         return None  # a worker-thread step is never interrupted; its end re-arms the timer
 
     def due(self, now: float, keepalive: float, dead_after: float) -> Due | None:
@@ -156,4 +200,6 @@ class Peer:
             and now >= self.hs_deadline
         ):
             return Due.HANDSHAKE_LATE
+        elif self.state is PeerState.HEALING and self.heal_at is not None and now >= self.heal_at:
+            return Due.HEAL
         return None

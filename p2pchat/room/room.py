@@ -27,6 +27,7 @@ from p2pchat.errors import ConfigError, LocalProtocolError, P2PChatError
 from p2pchat.net.relay import RelayLimits
 from p2pchat.proto.messages import check_name
 from p2pchat.room.bus import EventBus, Subscription
+from p2pchat.room.delivery import Missing
 from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
@@ -337,20 +338,28 @@ class Room:
                     else f"several participants are called {to!r}"
                 )
             fp = found[0].fingerprint
-        names = tuple(m.peer.name for m in self.members if fp is None or m.peer.fingerprint == fp)
         msg_id = p.send_text(text, to=fp)
-        self.bus.publish(MessageSent(msg_id, text, names, fp is not None, msg_id in self.outbox))
+        sent = self.outbox.get(msg_id)
+        fps = sent.recipients | sent.failed.keys() if sent is not None else set()
+        names = tuple(sorted(p.name_of(f) for f in fps))
+        self.bus.publish(MessageSent(msg_id, text, names, fp is not None, bool(fps)))
         return msg_id
 
     @property
     def all_delivered(self) -> bool:
-        """Every message we sent has been acknowledged by each of its recipients."""
-        return len(self.outbox) == 0
+        """Every message we sent has been acknowledged by each of its recipients
+        (or that recipient left on purpose); one refused counts as not."""
+        return self.outbox.all_delivered
 
     def undelivered(self) -> dict[bytes, list[str]]:
         """Message ids not acknowledged yet, with who has not acknowledged them."""
         p = self.participant
         return p.undelivered() if p is not None else {}
+
+    def missing(self) -> list[Missing]:
+        """Per recipient: how many of our messages it has not acknowledged, and why."""
+        p = self.participant
+        return p.missing() if p is not None else []
 
     # ------------------------------------------------------------ trust
 

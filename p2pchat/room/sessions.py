@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from p2pchat.config import HANDSHAKE_BURST, HANDSHAKE_RATE, HANDSHAKE_TIMEOUT, SUPPORTED_VERSIONS
 from p2pchat.errors import (
+    DecryptError,
     HandshakeError,
     IncompatibleVersionError,
     KeyMismatchError,
+    MalformedFrameError,
     P2PChatError,
     RemoteProtocolError,
     TrustError,
@@ -44,22 +46,27 @@ from p2pchat.proto.app import (
     FileOffer,
     FileRefuse,
     KeepAlive,
+    Refuse,
+    RefuseCode,
     encode_app,
     parse_app,
 )
 from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role, State
 from p2pchat.proto.keys import fingerprint
-from p2pchat.proto.messages import HS_TAG, PeerEntry, encode_send, send_head
+from p2pchat.proto.messages import HS_TAG, M1, PeerEntry, encode_send, parse_handshake, send_head
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
-from p2pchat.room.delivery import Delivery
+from p2pchat.proto.text import clean_reason
+from p2pchat.room.delivery import Delivery, refusal_words
 from p2pchat.room.events import (
+    DeliveryFailed,
     MessageReceived,
     PeerInfo,
     PeerJoined,
     PeerLeft,
     PeerRefused,
     RefusalKind,
+    SessionBroken,
     SessionReady,
     Trust,
 )
@@ -79,6 +86,20 @@ _FILE_MESSAGES = (FileOffer, FileAccept, FileData, FileAck, FileDone, FileRefuse
 _PRIVATE_KEY_STEPS: Final = frozenset((State.I1_SENT_M1, State.R1_SENT_M2))
 #: Refusals remembered (the link reads them to tell why the host failed).
 REFUSALS_KEPT = 64
+#: A session that fails within this many seconds of coming up counts as a
+#: quick failure: those back off, and after MAX_HEALS in a row we give up.
+HEAL_STABLE: Final = 30.0
+HEAL_BASE: Final = 0.5
+#: below the peer's keepalive dead time (15 s), so that it is still waiting
+HEAL_CAP: Final = 4.0
+MAX_HEALS: Final = 6
+_KIND_CODE: Final = {
+    RefusalKind.MISMATCH: RefuseCode.PINNED_OTHER_KEY,
+    RefusalKind.UNKNOWN_PEER: RefuseCode.NOT_KNOWN,
+    RefusalKind.OWN_KEY: RefuseCode.OWN_KEY,
+    RefusalKind.PROTOCOL: RefuseCode.PROTOCOL,
+}
+_CODE_KIND: Final = {code: kind for kind, code in _KIND_CODE.items()}
 
 
 class Sessions:
@@ -168,7 +189,30 @@ class Sessions:
             else:
                 raise RemoteProtocolError("envelope payload of unknown kind")
         except (RemoteProtocolError, TrustError) as exc:
+            self._failure(peer, exc)
+
+    def _failure(self, peer: Peer, exc: RemoteProtocolError | TrustError) -> None:
+        """A handshake or record with ``peer`` failed. Once a session was up, that
+        is damage in transit (or a relay at work): the session heals. Before,
+        the peer is refused."""
+        if peer.ended:
+            return
+        if peer.was_ready:
+            self.broke(peer, str(exc))
+        else:
             self.refuse(peer, str(exc), mismatch=isinstance(exc, KeyMismatchError))
+
+    @staticmethod
+    def _crossed(peer: Peer, payload: bytes) -> bool:
+        """An M1 from ``peer`` while our own M1 to it waits for an answer: both
+        sides started a fresh handshake at once (docs/PROTOCOL.md, "Healing")."""
+        hs = peer.hs
+        if hs is None or hs.role is not Role.INITIATOR or hs.state is not State.I1_SENT_M1:
+            return False
+        try:
+            return isinstance(parse_handshake(payload[1:]), M1)
+        except RemoteProtocolError:
+            return False
 
     async def _on_handshake(self, peer: Peer, payload: bytes) -> None:
         if peer.info.peer_id != self.owner.host_id and not self.host_proven:
@@ -177,7 +221,18 @@ class Sessions:
                 peer.held = payload
                 return
             raise RemoteProtocolError("handshake message before the host was proven")
-        if peer.state in (PeerState.NEW, PeerState.HELD):
+        # READY: the peer lost its side of our session (a record failed there)
+        # and starts a fresh handshake: ours is over too
+        if peer.state is PeerState.READY and not self.broke(
+            peer, "the peer started a fresh handshake", answer=True
+        ):
+            return
+        if peer.state is PeerState.HANDSHAKING and self._crossed(peer, payload):
+            # the smaller fingerprint goes on initiating; the other answers
+            if self.owner.identity.fingerprint < peer.info.fingerprint:
+                return
+            self._begin(peer, Role.RESPONDER)
+        elif peer.state in (PeerState.NEW, PeerState.HELD, PeerState.HEALING):
             self._begin(peer, Role.RESPONDER)
         elif peer.state is not PeerState.HANDSHAKING:
             raise RemoteProtocolError(f"handshake message while {peer.state.value}")
@@ -192,11 +247,14 @@ class Sessions:
             return
         try:  # M1 at the responder, M4 at the initiator: public-key work only
             reply = hs.receive(payload)
-        except IncompatibleVersionError:
-            if hs.role is Role.RESPONDER:
-                why = f"incompatible version: we speak {list(SUPPORTED_VERSIONS)}"
-                self.owner.write(encode_send(peer.info.peer_id, hs.refusal(why)))
-            raise
+        except IncompatibleVersionError as exc:
+            if hs.role is not Role.RESPONDER:
+                raise
+            # in the words a peer of another version looks for (§5.7)
+            why = f"incompatible version: we speak {list(SUPPORTED_VERSIONS)}"
+            self.owner.write(encode_send(peer.info.peer_id, hs.refusal(why)))
+            self.refuse(peer, str(exc), mismatch=False, told=True)
+            return
         await self._after_step(peer, hs, reply)
 
     async def _private_step(self, peer: Peer, hs: Handshake, payload: bytes) -> None:
@@ -220,9 +278,9 @@ class Sessions:
                     self.owner.rearm()
                     await self._after_step(peer, hs, reply)
         except (RemoteProtocolError, TrustError) as exc:
-            if peer.working:
+            if peer.working and peer.hs is hs:
                 peer.go(Step.STEP_DONE)
-            self.refuse(peer, str(exc), mismatch=isinstance(exc, KeyMismatchError))
+                self._failure(peer, exc)
         finally:
             self.owner.bus.notify()
 
@@ -261,8 +319,37 @@ class Sessions:
         try:
             peer.hs.check_deadline(now)
         except HandshakeError as exc:
-            self.refuse(peer, str(exc), mismatch=False)
+            self._failure(peer, exc)
             self.owner.bus.notify()
+
+    # ------------------------------------------------------------ healing
+
+    def broke(self, peer: Peer, reason: str, *, answer: bool = False) -> bool:
+        """The session with ``peer`` (or a fresh handshake after one) failed: a
+        new handshake follows, after a backoff when failures come quickly, and
+        we give up (refuse) after MAX_HEALS in a row. ``answer``: the peer
+        starts the handshake (its M1 is here), so none is scheduled. True if
+        the session goes on healing."""
+        now = time.monotonic()
+        self.files_lost(peer)
+        delay = peer.failed(now, HEAL_STABLE, HEAL_BASE, HEAL_CAP)
+        log.info("participant: session with peer %d failed: %s", peer.info.peer_id, reason)
+        if peer.heals > MAX_HEALS:
+            why = f"the session failed {peer.heals} times in a row, giving up (last: {reason})"
+            self.refuse(peer, why, mismatch=False)
+            return False
+        if answer:
+            delay = 0.0
+        self.owner.bus.publish(SessionBroken(peer.info, reason, delay))
+        self.owner.rearm()
+        return True
+
+    def heal(self, peer: Peer) -> None:
+        """Its backoff is over: start the fresh handshake (we initiate)."""
+        if peer.state is not PeerState.HEALING:
+            return
+        hs = self._begin(peer, Role.INITIATOR)
+        self.owner.write(encode_send(peer.info.peer_id, hs.initiate()))
 
     async def _release_others(self) -> None:
         """The host is proven: answer the held first messages, start the waiting handshakes."""
@@ -278,6 +365,12 @@ class Sessions:
     def _admit(self, peer: Peer, result: HandshakeResult) -> None:
         """The key is proven: check it against the pins, then the session is up."""
         o = self.owner
+        if result.peer_fingerprint == o.identity.fingerprint:
+            # our own key: this identity runs twice (or a relay loops us back)
+            why = "it presented our own key (is p2pchat running twice with this identity?)"
+            self._up(peer, result)
+            self.refuse(peer, why, mismatch=False, kind=RefusalKind.OWN_KEY)
+            return
         if result.peer_name != peer.info.name:
             # the relay's roster is a hint; the name in the transcript is the peer's word
             log.info(
@@ -288,9 +381,12 @@ class Sessions:
         info = peer.info
         verdict = o.trust.check(info.name, info.fingerprint)
         if verdict is Verdict.NAME_MISMATCH:
+            # the session is up long enough to tell the peer why, authenticated
+            self._up(peer, result)
             self.refuse(peer, "a pinned name presented a different key", mismatch=True)
             return
         if verdict is Verdict.NEW and o.require_known:
+            self._up(peer, result)
             reason = "not a known peer (--require-known)"
             self.refuse(peer, reason, mismatch=False, kind=RefusalKind.UNKNOWN_PEER)
             return
@@ -300,9 +396,9 @@ class Sessions:
         else:
             trust = Trust.VERIFIED if pin.verified else Trust.KNOWN
             o.known_peers.add(info.fingerprint)
-        peer.established(result, time.monotonic())
-        o.rearm()
-        o.bus.publish(SessionReady(info, result.sas, trust))
+        renewed = peer.was_ready
+        self._up(peer, result)
+        o.bus.publish(SessionReady(info, result.sas, trust, renewed))
         # what this peer has not acknowledged yet, in the order typed (after a
         # reconnect too: the receiver drops what it already has, by id)
         for pending in o.outbox.for_peer(info.fingerprint):
@@ -310,18 +406,36 @@ class Sessions:
         if o.files is not None:
             o.files.session_ready(o, info)
 
+    def _up(self, peer: Peer, result: HandshakeResult) -> None:
+        peer.established(result, time.monotonic())
+        self.owner.rearm()
+
     # ------------------------------------------------------------ records
 
     async def _on_record(self, peer: Peer, payload: bytes) -> None:
         if peer.result is None or not peer.ready:
+            if peer.was_ready:
+                return  # from the session that failed, still on its way: dropped
             raise RemoteProtocolError("record before the handshake completed")
-        content_type, body = peer.result.receiver.open(payload)
+        try:
+            content_type, body = peer.result.receiver.open(payload)
+        except DecryptError as exc:
+            self.broke(peer, str(exc))
+            return
         peer.last_heard = time.monotonic()
         if content_type == CT_CLOSE:
             self.gone(peer, clean=True)
             return
-        msg = parse_app(body)
+        try:
+            msg = parse_app(body)
+        except MalformedFrameError as exc:
+            # authenticated: the peer itself sent it; a fresh handshake would not help
+            self.refuse(peer, f"invalid message: {exc}", mismatch=False)
+            return
         o = self.owner
+        if isinstance(msg, Refuse):
+            self.refused_by(peer, msg)
+            return
         if isinstance(msg, _FILE_MESSAGES):
             if o.files is not None:
                 await o.files.async_on_message(o, peer.info, msg)
@@ -376,8 +490,14 @@ class Sessions:
     def gone(self, peer: Peer, *, clean: bool) -> None:
         if peer.state is PeerState.GONE:
             return
-        was_refused = peer.state is PeerState.REFUSED
+        # one we refused is not shown leaving (it was never in for us); one
+        # that refused us still is, when it goes
+        was_refused = peer.state is PeerState.REFUSED and not (
+            peer.refusal is not None and peer.refusal.by_peer
+        )
         self.files_lost(peer)
+        if not peer.was_ready:
+            self._never_proven(peer)
         peer.go(Step.GONE)
         o = self.owner
         if clean and peer.info.peer_id == o.host_id:
@@ -390,25 +510,70 @@ class Sessions:
             o.bus.publish(PeerLeft(peer.info, clean))
 
     def refuse(
-        self, peer: Peer, reason: str, *, mismatch: bool, kind: RefusalKind | None = None
+        self,
+        peer: Peer,
+        reason: str,
+        *,
+        mismatch: bool,
+        kind: RefusalKind | None = None,
+        told: bool = False,
     ) -> None:
+        """Refuse ``peer`` and tell it why (``told``: the caller already did)."""
         if peer.ended:
             return
         kind = kind or (RefusalKind.MISMATCH if mismatch else RefusalKind.PROTOCOL)
         # (every face shows the PeerRefused event: the log line is for the log file)
         log.info("participant: refusing peer %d: %s", peer.info.peer_id, reason)
         self.files_lost(peer)
-        # tell it, inside the session: otherwise it would wait for acks forever
+        # tell it why, inside the session (a refusal is not a goodbye: it must
+        # not wait for our acks, nor take us for gone), then close
+        if peer.writable:
+            with contextlib.suppress(P2PChatError):
+                self.send_app(peer, Refuse(_KIND_CODE[kind], reason))
+        elif peer.hs is not None and not told:
+            # no session to say it in: the handshake's error message, a hint
+            # only, so that the peer does not wait out its handshake timeout
+            self.owner.write(encode_send(peer.info.peer_id, peer.hs.refusal(reason)))
         self.say_goodbye(peer)
         peer.go(Step.REFUSE)
         o = self.owner
-        if kind.trust:
-            # never the participant we meant: stop waiting for its acks. After a
-            # protocol failure (a tampering relay, say) what it has not
-            # acknowledged stays pending: it is not delivered, and join says so.
-            o.outbox.drop_recipient(peer.info.fingerprint)
         pinned = tuple(p.fingerprint for p in o.trust.by_name(peer.info.name)) if mismatch else ()
-        refusal = PeerRefused(peer.info, reason, mismatch, pinned, kind)
+        self._ended_by_refusal(peer, PeerRefused(peer.info, reason, mismatch, pinned, kind))
+
+    def refused_by(self, peer: Peer, msg: Refuse) -> None:
+        """The peer refused our session (an authenticated ``refuse``): not a goodbye."""
+        reason = clean_reason(msg.reason)
+        log.info("participant: peer %d refused us: %s", peer.info.peer_id, reason)
+        self.files_lost(peer)
+        peer.go(Step.REFUSE)
+        kind = _CODE_KIND[msg.code]
+        self._ended_by_refusal(peer, PeerRefused(peer.info, reason, False, (), kind, by_peer=True))
+
+    def _never_proven(self, peer: Peer) -> None:
+        """``peer`` ends before it ever proved its key: it was never a
+        participant, so what we sent meanwhile is not owed to it (unless the
+        same key is here on another connection)."""
+        fp = peer.info.fingerprint
+        if peer.unproven and not any(
+            p is not peer and p.info.fingerprint == fp and not p.ended for p in self.peers.values()
+        ):
+            self.owner.outbox.forget(fp, peer.unproven)
+        peer.unproven = []
+
+    def _ended_by_refusal(self, peer: Peer, refusal: PeerRefused) -> None:
+        o = self.owner
+        peer.refusal = refusal
+        if not peer.was_ready:
+            self._never_proven(peer)
+        if refusal.kind.trust:
+            # never the participant we meant (or one that will not have us):
+            # what it has not acknowledged is undelivered to it, and is not kept
+            # for it. After a protocol failure it stays pending for the next
+            # session: it is not delivered, and join says so.
+            why = refusal_words(peer)
+            ids = o.outbox.fail(peer.info.fingerprint, why)
+            if ids:
+                o.bus.publish(DeliveryFailed(peer.info, tuple(ids), why))
         self.refusals.append(refusal)
         del self.refusals[:-REFUSALS_KEPT]
         o.bus.publish(refusal)

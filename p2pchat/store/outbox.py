@@ -38,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,6 +73,8 @@ SEEN_PER_STRANGER: Final = 256
 MAX_ACK_WAIT: Final = 0.25
 #: a message nobody acknowledged for this long is given up on
 EXPIRY: Final = 7 * 24 * 3600.0
+#: messages whose failed recipients are remembered (this run only), at most
+FAILED_KEPT: Final = 10_000
 
 
 @dataclass
@@ -83,6 +85,9 @@ class OutMessage:
     created: float
     total: int = 0  #: how many recipients it had when sent
     direct: bool = False  #: to one participant only (/msg)
+    #: recipients it can never reach (refused for trust: never the peer we meant),
+    #: with why; this run only, never saved (such a fingerprint is nobody to resend to)
+    failed: dict[bytes, str] = field(default_factory=dict)
 
 
 class _Packed:
@@ -146,6 +151,8 @@ class Outbox:
         self._aead = AESGCM(key) if key is not None else None
         self._key = key
         self._messages: OrderedDict[bytes, OutMessage] = OrderedDict()
+        #: messages none of whose remaining recipients can be reached (see ``fail``)
+        self._failed: OrderedDict[bytes, OutMessage] = OrderedDict()
         self._seen: dict[bytes, OrderedDict[bytes, None]] = {}
         self._last_known: set[bytes] = set()
         self._save_handle: asyncio.TimerHandle | None = None
@@ -173,13 +180,32 @@ class Outbox:
     # ------------------------------------------------------------ messages
 
     def add(
-        self, msg_id: bytes, text: str, recipients: set[bytes], *, direct: bool = False
+        self,
+        msg_id: bytes,
+        text: str,
+        recipients: set[bytes],
+        *,
+        direct: bool = False,
+        failed: dict[bytes, str] | None = None,
     ) -> OutMessage:
-        msg = OutMessage(msg_id, text, set(recipients), time.time(), len(recipients), direct)
-        if recipients:
+        """A message sent to ``recipients`` (each to acknowledge it) and to the
+        ``failed`` ones, present but unreachable (with why)."""
+        lost = dict(failed or {})
+        total = len(recipients | lost.keys())
+        msg = OutMessage(
+            msg_id, text, set(recipients) - lost.keys(), time.time(), total, direct, lost
+        )
+        if msg.recipients:
             self._messages[msg_id] = msg
             self._changed(PERSIST_AFTER)
+        elif lost:
+            self._keep_failed(msg)
         return msg
+
+    def _keep_failed(self, msg: OutMessage) -> None:
+        self._failed[msg.msg_id] = msg
+        while len(self._failed) > FAILED_KEPT:
+            self._failed.popitem(last=False)
 
     def for_peer(self, fp: bytes) -> list[OutMessage]:
         """What ``fp`` still has to acknowledge, oldest first."""
@@ -194,17 +220,69 @@ class Outbox:
         msg.recipients.discard(fp)
         if not msg.recipients:
             del self._messages[msg_id]
+            if msg.failed:
+                self._keep_failed(msg)
         self._changed()
         return msg
 
     def drop_recipient(self, fp: bytes) -> None:
-        """``fp`` left for good (or was refused): stop waiting for it."""
+        """``fp`` left for good, on purpose: stop waiting for it."""
         for mid, msg in list(self._messages.items()):
             msg.recipients.discard(fp)
             if not msg.recipients:
                 del self._messages[mid]
+                if msg.failed:
+                    self._keep_failed(msg)
         self._last_known.discard(fp)
         self._changed()
+
+    def forget(self, fp: bytes, msg_ids: list[bytes]) -> None:
+        """``fp`` was never a participant for these messages (it was there, but
+        never proved its key): it is no recipient of them after all."""
+        for mid in msg_ids:
+            msg = self._messages.get(mid)
+            if msg is None or fp not in msg.recipients:
+                continue
+            msg.recipients.discard(fp)
+            msg.total -= 1
+            if not msg.recipients:
+                del self._messages[mid]
+                if msg.failed:
+                    self._keep_failed(msg)
+        self._changed()
+
+    def fail(self, fp: bytes, why: str) -> list[bytes]:
+        """``fp`` can never be reached (refused for trust): what it had not
+        acknowledged counts as undelivered to it, for this run, and is not
+        kept for it on disk. Returns the ids of those messages."""
+        ids = []
+        for mid, msg in list(self._messages.items()):
+            if fp in msg.recipients:
+                msg.recipients.discard(fp)
+                msg.failed[fp] = why
+                ids.append(mid)
+                if not msg.recipients:
+                    del self._messages[mid]
+                    self._keep_failed(msg)
+        self._last_known.discard(fp)
+        self._changed()
+        return ids
+
+    def undelivered(self) -> list[OutMessage]:
+        """Every message some recipient has not acknowledged: still pending, or
+        failed for a recipient (``failed``), oldest first."""
+        out = [*self._messages.values(), *self._failed.values()]
+        return sorted(out, key=lambda m: m.created)
+
+    @property
+    def all_delivered(self) -> bool:
+        """Every message was acknowledged by each of its recipients (or the
+        recipient left on purpose): nothing pending, nothing failed."""
+        return not self._messages and not self._failed
+
+    def get(self, msg_id: bytes) -> OutMessage | None:
+        """The message, while some recipient has not acknowledged it."""
+        return self._messages.get(msg_id) or self._failed.get(msg_id)
 
     def pending(self) -> list[OutMessage]:
         return list(self._messages.values())
