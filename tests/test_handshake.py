@@ -22,7 +22,7 @@ from p2pchat.errors import (
     LocalProtocolError,
     PeerKeyError,
 )
-from p2pchat.proto.framing import pack
+from p2pchat.proto.framing import pack, unpack
 from p2pchat.proto.handshake import Handshake, Role, State, format_sas
 from p2pchat.proto.kdf import expand_label, hkdf_extract, sha256
 from p2pchat.proto.keys import fingerprint, public_der
@@ -468,6 +468,94 @@ def test_tampered_m1_fails_at_finished(make: Callable[..., Any], field: str) -> 
     m3 = i.receive(m2)
     with pytest.raises(HandshakeError):
         r.receive(m3)
+
+
+def _m3_body_with(m3: bytes, old: bytes, new: bytes) -> bytes:
+    """M3 as a relay rewrites it: one byte string of its body replaced."""
+    assert m3[0] == HS_TAG and m3.count(old) == 1
+    return m3.replace(old, new)
+
+
+def _with_extra_key(payload: bytes) -> bytes:
+    """The message with one more key, the rest byte for byte as sent."""
+    assert payload[0] == HS_TAG and 0x81 <= payload[1] <= 0x8E  # a fixmap
+    return bytes((HS_TAG, payload[1] + 1)) + payload[2:] + pack("x") + pack(0)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(_with_extra_key, id="extra-key"),
+        pytest.param(lambda m3: _m3_body_with(m3, b"\xa1t\x03", b"\xa1t\xcc\x03"), id="t-uint8"),
+        pytest.param(lambda m3: _m3_body_with(m3, b"\xa3fin", b"\xd9\x03fin"), id="key-str8"),
+        pytest.param(
+            lambda m3: _m3_body_with(m3, b"\xa3fin\xc4\x20", b"\xa3fin\xc5\x00\x20"),
+            id="fin-bin16",
+        ),
+    ],
+)
+def test_the_responder_refuses_an_m3_not_in_its_one_form(
+    make: Callable[..., Any], forge: Callable[[bytes], bytes]
+) -> None:
+    # the values are untouched (ct and fin as the initiator made them), so only
+    # strict parsing can tell: TH4 would differ, but the responder checks fin_i
+    # over TH2 and would complete
+    i, r = make(Role.INITIATOR), make(Role.RESPONDER)
+    m3 = i.receive(r.receive(i.initiate()))
+    assert m3 is not None
+    forged = forge(m3)
+    fields = unpack(forged[1:])  # what a lenient receiver would read: the same values
+    assert forged != m3 and M3(fields["ct"], fields["fin"]) == parse(m3)
+    with pytest.raises(HandshakeError, match=r"exactly the keys|canonical msgpack"):
+        r.receive(forged)
+    assert r.state is State.FAILED and r.result is None
+
+
+def test_a_relay_adding_a_key_to_m3_makes_both_sides_fail(make: Callable[..., Any]) -> None:
+    # the responder no longer completes a session the initiator will never
+    # confirm (it used to: the key changed only TH4, so the initiator failed at
+    # M4 with "the peer did not prove its key" while the responder went ahead)
+    i, r = make(Role.INITIATOR), make(Role.RESPONDER)
+    m3 = i.receive(r.receive(i.initiate()))
+    assert m3 is not None
+    with pytest.raises(HandshakeError, match="exactly the keys"):
+        r.receive(_with_extra_key(m3))
+    assert r.state is State.FAILED and r.result is None
+    # no M4 will come: the initiator fails at its deadline, never completes
+    assert i.state is State.I2_KNOW_KEYS and i.result is None
+    with pytest.raises(HandshakeError, match="timed out"):
+        i.check_deadline(NOW + HANDSHAKE_TIMEOUT)
+    assert i.state is State.FAILED and i.result is None
+    # and nothing the relay can make of M4 helps: the responder made none
+    with pytest.raises(HandshakeError):
+        i.receive(bytes((HS_TAG,)) + pack(M4(b"\x00" * 32).to_wire()))
+
+
+@pytest.mark.parametrize("index", [0, 1, 3])
+def test_an_extra_key_in_any_other_message_is_refused_on_arrival(
+    make: Callable[..., Any], index: int
+) -> None:
+    i, r = make(Role.INITIATOR), make(Role.RESPONDER)
+    m1 = i.initiate()
+    if index == 0:
+        with pytest.raises(HandshakeError, match="exactly the keys"):
+            r.receive(_with_extra_key(m1))
+        assert r.state is State.FAILED
+        return
+    m2 = r.receive(m1)
+    assert m2 is not None
+    if index == 1:
+        with pytest.raises(HandshakeError, match="exactly the keys"):
+            i.receive(_with_extra_key(m2))
+        assert i.state is State.FAILED
+        return
+    m3 = i.receive(m2)
+    assert m3 is not None
+    m4 = r.receive(m3)
+    assert m4 is not None
+    with pytest.raises(HandshakeError, match="exactly the keys"):
+        i.receive(_with_extra_key(m4))
+    assert i.state is State.FAILED and i.result is None
 
 
 def test_m3_ct_from_another_run_fails(make: Callable[..., Any]) -> None:

@@ -12,6 +12,7 @@ from p2pchat.config import MAX_TEXT_BYTES
 from p2pchat.errors import HandshakeError, MalformedFrameError
 from p2pchat.proto.framing import FrameDecoder, encode_frame, pack, unpack
 from p2pchat.proto.messages import (
+    HS_KEYS,
     HS_TAG,
     M1,
     M2,
@@ -329,8 +330,11 @@ def test_handshake_size_cap_is_inclusive() -> None:
         assert len(body) == size
         return body
 
-    assert parse_handshake(m1_of_size(MAX_HANDSHAKE_MESSAGE)) == HS_MESSAGES[0]
-    with pytest.raises(HandshakeError):
+    # no version-1 message can be that long (an extra key is refused in any
+    # case): what matters is that the cap is checked first, before decoding
+    with pytest.raises(HandshakeError, match="exactly the keys"):
+        parse_handshake(m1_of_size(MAX_HANDSHAKE_MESSAGE))
+    with pytest.raises(HandshakeError, match="over the 4096-byte cap"):
         parse_handshake(m1_of_size(MAX_HANDSHAKE_MESSAGE + 1))
 
 
@@ -554,3 +558,64 @@ def test_a_big_frame_to_the_relay_must_be_a_canonical_send() -> None:
         parse_body_to_relay(nested)
     small = msgpack.packb({"p": b"hi", "to": 2, "t": "send"})  # small: any layout
     assert parse_body_to_relay(small) == Send(2, b"hi")
+
+
+# ------------------------------------------------------------------ strict handshake parsing
+
+
+@pytest.mark.parametrize("msg", HS_MESSAGES, ids=lambda m: type(m).__name__)
+def test_hs_keys_are_what_the_sender_writes(msg: HsMessage) -> None:
+    wire_map = msg.to_wire()
+    assert tuple(wire_map) == HS_KEYS[wire_map["t"]]
+
+
+def _swap(body: bytes, old: bytes, new: bytes) -> bytes:
+    """``body`` with its one occurrence of ``old`` replaced by ``new``."""
+    assert body.count(old) == 1, (old, body)
+    return body.replace(old, new)
+
+
+M1B, M2B, M3B, M4B = (pack(w) for w in (M1W, M2W, M3W, M4W))
+HSERRB = pack({"t": 0, "reason": "no"})
+
+#: valid msgpack holding valid values, but not the one version-1 form
+NOT_STRICT_HS: dict[str, bytes] = {
+    # keys: none added, none missing, none moved
+    "m1-extra-key": pack(_with(M1W, x=1)),
+    "m2-extra-key": pack(_with(M2W, x=1)),
+    "m3-extra-key": pack(_with(M3W, x=1)),
+    "m3-extra-key-first": pack({"x": 1, **M3W}),
+    "m4-extra-key": pack(_with(M4W, x=b"")),
+    "hs-error-extra-key": pack({"t": 0, "reason": "no", "code": "version"}),
+    "m1-keys-reordered": pack({k: M1W[k] for k in reversed(list(M1W))}),
+    "m3-keys-reordered": pack({"t": 3, "fin": M3W["fin"], "ct": M3W["ct"]}),
+    "m4-t-last": pack({"fin": M4W["fin"], "t": 4}),
+    # encodings: each value in msgpack's shortest form
+    "m3-t-uint8": _swap(M3B, b"\xa1t\x03", b"\xa1t\xcc\x03"),
+    "m4-t-uint64": _swap(M4B, b"\xa1t\x04", b"\xa1t\xcf" + (4).to_bytes(8, "big")),
+    "m2-version-uint16": _swap(M2B, b"\xa7version\x01", b"\xa7version\xcd\x00\x01"),
+    "m1-version-int8": _swap(M1B, b"\xa8versions\x91\x01", b"\xa8versions\x91\xd0\x01"),
+    "m1-versions-array16": _swap(M1B, b"\xa8versions\x91", b"\xa8versions\xdc\x00\x01"),
+    "m1-name-str8": _swap(M1B, b"\xa4name\xa5alice", b"\xa4name\xd9\x05alice"),
+    "m3-key-str8": _swap(M3B, b"\xa2ct", b"\xd9\x02ct"),
+    "m3-fin-bin16": _swap(M3B, b"\xa3fin\xc4\x20", b"\xa3fin\xc5\x00\x20"),
+    "m3-map16": b"\xde\x00\x03" + M3B[1:],
+    "m4-map32": b"\xdf\x00\x00\x00\x02" + M4B[1:],
+    "hs-error-reason-str16": _swap(HSERRB, b"\xa2no", b"\xda\x00\x02no"),
+}
+
+
+@pytest.mark.parametrize("body", NOT_STRICT_HS.values(), ids=NOT_STRICT_HS.keys())
+def test_handshake_messages_are_parsed_strictly(body: bytes) -> None:
+    # the same values in the canonical form are accepted: only the form is wrong
+    fields = unpack(body)
+    assert parse_handshake(pack({k: fields[k] for k in HS_KEYS[fields["t"]]})) is not None
+    with pytest.raises(HandshakeError, match=r"exactly the keys|canonical msgpack"):
+        parse_handshake(body)
+
+
+def test_every_accepted_handshake_body_is_its_own_canonical_encoding() -> None:
+    for msg in HS_MESSAGES:
+        body = pack(msg.to_wire())
+        assert pack(unpack(body)) == body
+        assert parse_handshake(body) == msg

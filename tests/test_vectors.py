@@ -18,17 +18,34 @@ from typing import Any
 
 import msgpack
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pchat.config import PROTOCOL_NAME
 from p2pchat.errors import DecryptError, HandshakeError
+from p2pchat.proto.app import Ack, Chat, FileOffer, KeepAlive, encode_app, file_id, parse_app
 from p2pchat.proto.handshake import Handshake, Role, State
 from p2pchat.proto.keys import fingerprint, format_fingerprint, public_der
-from p2pchat.proto.messages import encode_send
+from p2pchat.proto.messages import (
+    Hello,
+    PeerEntry,
+    Welcome,
+    encode,
+    encode_send,
+    parse_body,
+    parse_handshake,
+)
 from p2pchat.proto.oaep import OAEP_PADDING, REGISTER_PADDING
-from p2pchat.proto.record import CT_DATA, RecordReceiver, next_secret, traffic_keys
+from p2pchat.proto.record import (
+    CT_CLOSE,
+    CT_DATA,
+    RecordReceiver,
+    RecordSender,
+    next_secret,
+    traffic_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "PROTOCOL.md"
@@ -77,17 +94,66 @@ NAMES = [
     "r_key",
     "r_iv",
     "i_traffic_1",
+    "i_key_1",
+    "i_iv_1",
     "record_plaintext",
     "record_i_0",
     "send_frame",
+    "hello_frame",
     "register_secret",
     "register_oaep_seed",
     "challenge_frame",
     "proof_frame",
+    "welcome_frame",
+    "msg_id_1",
+    "msg_id_2",
+    "msg_text",
+    "app_msg",
+    "app_msg_direct",
+    "app_ack",
+    "app_ka_probe",
+    "app_ka_answer",
+    "app_refuse",
+    "file_data",
+    "file_sha256",
+    "file_name",
+    "file_size",
+    "file_id",
+    "app_fo",
+    "record_i_1",
+    "record_i_2",
+    "record_i_3",
+    "record_i_4",
+    "record_i_5",
+    "record_r_0",
+    "record_r_1",
+    "record_r_2",
+    "record_r_3",
+    "record_i_epoch1_0",
 ]
 TEXT_NAMES = frozenset(
-    {"initiator_fp_text", "initiator_name", "responder_fp_text", "responder_name", "sas"}
+    {
+        "initiator_fp_text",
+        "initiator_name",
+        "responder_fp_text",
+        "responder_name",
+        "sas",
+        "msg_text",
+        "file_name",
+        "file_size",
+    }
 )
+#: what the records after the handshake carry, by sequence number (11, Value names)
+INITIATOR_RECORDS = {
+    1: "app_msg",
+    2: "app_msg_direct",
+    3: "app_ka_probe",
+    4: "app_fo",
+    5: None,  # the close
+}
+RESPONDER_RECORDS = {0: "app_ack", 1: "app_ka_answer", 2: "app_refuse", 3: None}
+#: the relay's ids in the vectors: bob (the host) 2, alice 3
+ALICE_ID, BOB_ID = 3, 2
 
 
 # ---------------------------------------------------------------- the document
@@ -331,6 +397,93 @@ def test_a_receiver_built_from_the_doc_secret_opens_the_record(doc: dict[str, An
     assert receiver.open(doc["record_i_0"]) == (CT_DATA, b"hello, bob")
 
 
+def _sessions(doc: dict[str, Any]) -> tuple[Any, Any]:
+    """Both results of the documented handshake, and record_i_0 already sent."""
+    ini, res = _initiator(doc), _responder(doc)
+    res.receive(ini.initiate())
+    assert ini.receive(doc["m2"]) == doc["m3"]
+    assert res.receive(doc["m3"]) == doc["m4"]
+    ini.receive(doc["m4"])
+    assert ini.result is not None and res.result is not None
+    assert ini.result.sender.seal(doc["record_plaintext"]) == doc["record_i_0"]
+    assert res.result.receiver.open(doc["record_i_0"]) == (CT_DATA, doc["record_plaintext"])
+    return ini.result, res.result
+
+
+def _doc_messages(doc: dict[str, Any]) -> dict[str, Any]:
+    """The typed application messages the vectors encode (all but refuse)."""
+    size = int(doc["file_size"])
+    return {
+        "app_msg": Chat(doc["msg_id_1"], doc["msg_text"]),
+        "app_msg_direct": Chat(doc["msg_id_2"], doc["msg_text"], direct=True),
+        "app_ack": Ack((doc["msg_id_1"], doc["msg_id_2"])),
+        "app_ka_probe": KeepAlive(reply=True),
+        "app_ka_answer": KeepAlive(reply=False),
+        "app_fo": FileOffer(doc["file_id"], doc["file_name"], size, doc["file_sha256"]),
+    }
+
+
+def test_the_code_encodes_and_parses_the_app_messages(doc: dict[str, Any]) -> None:
+    for name, msg in _doc_messages(doc).items():
+        assert encode_app(msg) == doc[name], name
+        assert parse_app(doc[name]) == msg, name
+    size = int(doc["file_size"])
+    assert size == len(doc["file_data"])
+    assert file_id(doc["file_sha256"], doc["file_name"], size) == doc["file_id"]
+    # (refuse is parsed by 6.6's own code; its bytes are checked from the spec below)
+
+
+def test_the_code_seals_and_opens_the_record_streams(doc: dict[str, Any]) -> None:
+    ini, res = _sessions(doc)
+    for records, sender, receiver, side in (
+        (INITIATOR_RECORDS, ini.sender, res.receiver, "i"),
+        (RESPONDER_RECORDS, res.sender, ini.receiver, "r"),
+    ):
+        for seq, name in records.items():
+            assert sender.seq == seq
+            record = sender.seal_close() if name is None else sender.seal(doc[name])
+            assert record == doc[f"record_{side}_{seq}"], f"record_{side}_{seq}"
+            expected = (CT_CLOSE, b"") if name is None else (CT_DATA, doc[name])
+            assert receiver.open(record) == expected
+        assert receiver.closed
+        with pytest.raises(DecryptError):  # nothing after the close
+            receiver.open(doc[f"record_{side}_0"])
+
+
+def test_the_first_record_after_a_key_update(doc: dict[str, Any]) -> None:
+    assert traffic_keys(doc["i_traffic_1"]) == (doc["i_key_1"], doc["i_iv_1"])
+    assert RecordSender(doc["i_traffic_1"]).seal(doc["app_msg"]) == doc["record_i_epoch1_0"]
+    # with one record per key, the second record of the session is that one
+    sender = RecordSender(doc["i_traffic"], rekey_interval=1)
+    assert sender.seal(doc["record_plaintext"]) == doc["record_i_0"]
+    assert sender.seal(doc["app_msg"]) == doc["record_i_epoch1_0"]
+    receiver = RecordReceiver(doc["i_traffic"], rekey_interval=1)
+    receiver.open(doc["record_i_0"])
+    assert receiver.open(doc["record_i_epoch1_0"]) == (CT_DATA, doc["app_msg"])
+    # under the first secret it is not a record at all
+    with pytest.raises(DecryptError):
+        RecordReceiver(doc["i_traffic"]).open(doc["record_i_epoch1_0"])
+
+
+def test_the_code_writes_and_reads_hello_and_welcome(doc: dict[str, Any]) -> None:
+    der_i = public_der(doc["key_i"].public_key())
+    der_r = public_der(doc["key_r"].public_key())
+    hello = Hello((1,), doc["initiator_name"], der_i)
+    welcome = Welcome(1, ALICE_ID, (PeerEntry(BOB_ID, doc["responder_name"], der_r),), BOB_ID)
+    assert encode(hello) == doc["hello_frame"]
+    assert encode(welcome) == doc["welcome_frame"]
+    assert parse_body(doc["hello_frame"][4:]) == hello
+    assert parse_body(doc["welcome_frame"][4:]) == welcome
+
+
+def test_the_doc_handshake_messages_are_strictly_canonical(doc: dict[str, Any]) -> None:
+    # 5.1: each body is msgpack's shortest encoding of its map, keys in table order
+    for name in ("m1", "m2", "m3", "m4"):
+        body = doc[name][1:]
+        assert msgpack.packb(msgpack.unpackb(body, raw=False), use_bin_type=True) == body
+        parse_handshake(body)
+
+
 # ---------------------------------------------------------------- the spec text gives the doc
 
 
@@ -508,3 +661,87 @@ def test_registration_challenge_from_the_spec(doc: dict[str, Any]) -> None:
     assert doc["key_i"].decrypt(c, REGISTER_PADDING) == secret
     with pytest.raises(ValueError):
         doc["key_i"].decrypt(c, OAEP_PADDING)
+
+
+def _packb(obj: Any) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def test_relay_frames_from_the_spec(doc: dict[str, Any]) -> None:
+    """3.1: hello and welcome, fields in the table's order, with a length prefix."""
+    der_i = public_der(doc["key_i"].public_key())
+    der_r = public_der(doc["key_r"].public_key())
+    hello = _packb({"t": "hello", "versions": [1], "name": "alice", "key": der_i})
+    assert doc["hello_frame"] == len(hello).to_bytes(4, "big") + hello
+    bob = {"id": BOB_ID, "name": "bob", "key": der_r}
+    welcome = {"t": "welcome", "version": 1, "id": ALICE_ID, "peers": [bob], "host": BOB_ID}
+    body = _packb(welcome)
+    assert doc["welcome_frame"] == len(body).to_bytes(4, "big") + body
+    # the layout by hand: fixmap 5, "t": "welcome", ..., "host": 2 last
+    assert body.startswith(b"\x85\xa1t\xa7welcome") and body.endswith(b"\xa4host\x02")
+
+
+def test_app_messages_from_the_spec(doc: dict[str, Any]) -> None:
+    """6.6 and 6.8: the maps of the tables, keys in their order, shortest encodings."""
+    rng = SpecRng(b"app")
+    assert (rng(16), rng(16)) == (doc["msg_id_1"], doc["msg_id_2"])
+    id1, id2, text = doc["msg_id_1"], doc["msg_id_2"], doc["msg_text"]
+    assert doc["app_msg"] == _packb({"t": "msg", "id": id1, "text": text})
+    assert doc["app_msg_direct"] == _packb({"t": "msg", "id": id2, "text": text, "direct": True})
+    assert doc["app_ack"] == _packb({"t": "ack", "ids": [id1, id2]})
+    # keepalives by hand: fixmap 2, "t": "ka", "reply": true (c3) / false (c2)
+    assert doc["app_ka_probe"] == b"\x82\xa1t\xa2ka\xa5reply\xc3"
+    assert doc["app_ka_answer"] == b"\x82\xa1t\xa2ka\xa5reply\xc2"
+    refuse = {"t": "refuse", "code": "pinned-other-key"}
+    refuse["reason"] = "a pinned name presented a different key"
+    assert doc["app_refuse"] == _packb(refuse)
+    # text is UTF-8: "ç" takes two bytes
+    assert text.encode("utf-8") in doc["app_msg"] and len(text.encode("utf-8")) == len(text) + 1
+
+
+def test_file_id_and_offer_from_the_spec(doc: dict[str, Any]) -> None:
+    """6.8: id = SHA-256("p2pchat/1 file" || hash || BE64(size) || UTF-8(name))[0..16]."""
+    data, name, size = doc["file_data"], doc["file_name"], int(doc["file_size"])
+    assert size == len(data) and doc["file_sha256"] == _sha(data)
+    label = b"p2pchat/1 file"
+    assert len(label) == 14
+    fid = _sha(label, doc["file_sha256"], size.to_bytes(8, "big"), name.encode("utf-8"))[:16]
+    assert doc["file_id"] == fid
+    offer = {"t": "fo", "id": fid, "name": name, "size": size, "hash": doc["file_sha256"]}
+    assert doc["app_fo"] == _packb(offer)
+
+
+def _open(key: bytes, iv: bytes, seq: int, record: bytes) -> tuple[int, bytes]:
+    """6.1/6.2 by hand: AAD = the two header bytes, nonce = IV XOR BE96(seq)."""
+    assert record[0] == 0x02 and record[1] in (0x00, 0x01)
+    nonce = (int.from_bytes(iv, "big") ^ seq).to_bytes(12, "big")
+    return record[1], AESGCM(key).decrypt(nonce, record[2:], record[:2])
+
+
+def test_records_from_the_spec(doc: dict[str, Any]) -> None:
+    for records, side in ((INITIATOR_RECORDS, "i"), (RESPONDER_RECORDS, "r")):
+        key, iv = doc[f"{side}_key"], doc[f"{side}_iv"]
+        for seq, name in records.items():
+            record = doc[f"record_{side}_{seq}"]
+            content_type, plaintext = _open(key, iv, seq, record)
+            if name is None:  # the close: content type 1, empty, 18 bytes
+                assert (content_type, plaintext, len(record)) == (0x01, b"", 18)
+            else:
+                assert (content_type, plaintext) == (0x00, doc[name])
+                assert len(record) == 18 + len(plaintext)
+            # at any other sequence number it does not open
+            with pytest.raises(InvalidTag):
+                _open(key, iv, seq + 1, record)
+
+
+def test_record_after_a_key_update_from_the_spec(doc: dict[str, Any]) -> None:
+    """6.3: the next secret, its key and IV, and seq back to 0."""
+    secret = _expand_label(doc["i_traffic"], b"key update", b"", 32)
+    assert secret == doc["i_traffic_1"]
+    key, iv = _expand_label(secret, b"key", b"", 32), _expand_label(secret, b"iv", b"", 12)
+    assert (key, iv) == (doc["i_key_1"], doc["i_iv_1"])
+    assert _open(key, iv, 0, doc["record_i_epoch1_0"]) == (0x00, doc["app_msg"])
+    # the same plaintext at seq 1 under the first key is another record
+    assert doc["record_i_1"] != doc["record_i_epoch1_0"]
+    assert _open(doc["i_key"], doc["i_iv"], 1, doc["record_i_1"]) == (0x00, doc["app_msg"])

@@ -22,6 +22,7 @@ from p2pchat.proto.text import check_name, clean_reason
 
 __all__ = [
     "MAX_GENERIC_TO_RELAY",
+    "HS_KEYS",
     "HS_TAG",
     "Bye",
     "Deliver",
@@ -648,8 +649,26 @@ _HS_PARSERS: Final[dict[object, Callable[[dict[str, Any]], HsMessage]]] = {
 }
 
 
+#: The keys of each version-1 handshake message, in the one order allowed
+#: (the order ``to_wire`` writes): no key may be missing, added or moved.
+HS_KEYS: Final[dict[int, tuple[str, ...]]] = {
+    0: ("t", "reason"),
+    1: ("t", "versions", "nonce", "eph", "key", "name", "commit"),
+    2: ("t", "version", "nonce", "eph", "key", "name", "ct"),
+    3: ("t", "ct", "fin"),
+    4: ("t", "fin"),
+}
+
+
 def parse_handshake(body: bytes) -> HsMessage:
-    """Decode and validate one handshake message body (the bytes after ``HS_TAG``)."""
+    """Decode and validate one handshake message body (the bytes after ``HS_TAG``).
+
+    Parsing is strict (PROTOCOL.md 5.1): exactly the keys of :data:`HS_KEYS`
+    in that order, each value in msgpack's shortest encoding, so that the
+    body is the one encoding of its values. Otherwise a relay could add a key
+    to M3, or re-encode it, unnoticed by the responder (which hashes the body
+    into TH4 only after it has completed): the initiator would then fail at
+    M4 with a wrong diagnosis while the responder holds a session."""
     if len(body) > MAX_HANDSHAKE_MESSAGE:
         raise HandshakeError(
             f"handshake message of {len(body)} bytes, over the {MAX_HANDSHAKE_MESSAGE}-byte cap"
@@ -661,8 +680,12 @@ def parse_handshake(body: bytes) -> HsMessage:
     if not isinstance(obj, dict):
         raise _H("handshake message is not a map")
     kind = obj.get("t")
-    parser = _HS_PARSERS.get(kind) if type(kind) is int else None
-    if parser is None:
+    if type(kind) is not int or kind not in HS_KEYS:
         raise _H("handshake message of unknown type")
-    msg: HsMessage = parser(obj)
+    msg: HsMessage = _HS_PARSERS[kind](obj)
+    keys = HS_KEYS[kind]
+    if tuple(obj) != keys:
+        raise _H(f"handshake message {kind} must have exactly the keys {', '.join(keys)} in order")
+    if pack(obj) != body:
+        raise _H("handshake message is not in the canonical msgpack encoding")
     return msg
