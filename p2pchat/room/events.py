@@ -90,7 +90,8 @@ class PeerRefused:
     peer: PeerInfo
     reason: str
     mismatch: bool  #: a pinned name presented another key
-    pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
+    #: on a mismatch, the other fingerprints pinned under that name or a look-alike
+    pinned: tuple[bytes, ...] = ()
     kind: RefusalKind = RefusalKind.PROTOCOL
 
 

@@ -51,6 +51,7 @@ from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role, State
 from p2pchat.proto.keys import fingerprint
 from p2pchat.proto.messages import HS_TAG, PeerEntry, encode_send, send_head
+from p2pchat.proto.names import display_name
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 from p2pchat.room.delivery import Delivery
 from p2pchat.room.events import (
@@ -275,6 +276,21 @@ class Sessions:
             elif other.state is PeerState.WAITING_HOST:
                 self.start_initiator(other)
 
+    def _mismatch_reason(self, info: PeerInfo) -> str:
+        """Why a name is refused: it is pinned under another key, or looks like
+        a name that is (the pinned spelling named, so the user sees which)."""
+        names = sorted(
+            {
+                p.name
+                for p in self.owner.trust.by_name(info.name)
+                if p.fingerprint != info.fingerprint
+            }
+        )
+        reason = "a pinned name presented a different key"
+        if names and names != [info.name]:
+            reason += " (it looks like " + ", ".join(display_name(n) for n in names) + ")"
+        return reason
+
     def _admit(self, peer: Peer, result: HandshakeResult) -> None:
         """The key is proven: check it against the pins, then the session is up."""
         o = self.owner
@@ -288,7 +304,7 @@ class Sessions:
         info = peer.info
         verdict = o.trust.check(info.name, info.fingerprint)
         if verdict is Verdict.NAME_MISMATCH:
-            self.refuse(peer, "a pinned name presented a different key", mismatch=True)
+            self.refuse(peer, self._mismatch_reason(info), mismatch=True)
             return
         if verdict is Verdict.NEW and o.require_known:
             reason = "not a known peer (--require-known)"
@@ -407,7 +423,15 @@ class Sessions:
             # protocol failure (a tampering relay, say) what it has not
             # acknowledged stays pending: it is not delivered, and join says so.
             o.outbox.drop_recipient(peer.info.fingerprint)
-        pinned = tuple(p.fingerprint for p in o.trust.by_name(peer.info.name)) if mismatch else ()
+        pinned = (
+            tuple(
+                p.fingerprint
+                for p in o.trust.by_name(peer.info.name)
+                if p.fingerprint != peer.info.fingerprint
+            )
+            if mismatch
+            else ()
+        )
         refusal = PeerRefused(peer.info, reason, mismatch, pinned, kind)
         self.refusals.append(refusal)
         del self.refusals[:-REFUSALS_KEPT]
