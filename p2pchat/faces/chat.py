@@ -21,6 +21,7 @@ from p2pchat.room import (
     FilePolicy,
     RelayLimits,
     Room,
+    display_name,
     format_fingerprint,
     host_listing,
 )
@@ -124,7 +125,7 @@ async def run_host(args: argparse.Namespace) -> int:
         hosting = room.hosting
         assert hosting is not None
         out.status(
-            f"hosting as {room.name} on port {hosting.port}, advertised at "
+            f"hosting as {display_name(room.name)} on port {hosting.port}, advertised at "
             f"{', '.join(hosting.addresses)} as {hosting.instance!r}"
         )
         out.status(f"your fingerprint: {room.identity.fingerprint_text}")
@@ -281,7 +282,7 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
     if delivered:
         return ExitCode.OK
     missing = room.undelivered()
-    names = sorted({n for peers in missing.values() for n in peers})
+    names = sorted({display_name(n) for peers in missing.values() for n in peers})
     out.error(
         f"{len(missing)} message(s) not delivered within {timeout:g} s to: {', '.join(names)}"
     )
