@@ -451,3 +451,22 @@ def test_a_known_key_cannot_take_a_pinned_name(tmp_path: Path) -> None:
     # a known key under a name nobody else holds is still known
     assert store.check("mal", mallory) is Verdict.KNOWN
     assert store.check("alice", alice) is Verdict.KNOWN
+
+
+def test_a_confusable_name_is_the_pinned_name(tmp_path: Path) -> None:
+    """bob pinned and verified: b\u043eb (Cyrillic o) with another key is a
+    mismatch, not a new contact, and finds bob's pin."""
+    bob, mallory = b"\x0c" * 32, b"\x0d" * 32
+    store = TrustStore.open(tmp_path)
+    store.pin("bob", bob, now=1.0)
+    store.set_verified(bob)
+    for spoof in ("b\u043eb", "b\u03bfb", "B0B", "\U0001d41b\U0001d428\U0001d41b"):
+        assert store.check(spoof, mallory) is Verdict.NAME_MISMATCH, spoof
+        assert [p.fingerprint for p in store.by_name(spoof)] == [bob], spoof
+    assert store.check("b\u043eb", bob) is Verdict.KNOWN  # bob may spell himself so
+    assert store.check("rob", mallory) is Verdict.NEW
+    assert store.by_name("rob") == []
+    # and the other way round: a look-alike pinned first holds the name too
+    store.pin("rn\u0430ry", mallory, now=2.0)  # Cyrillic a
+    assert store.check("mary", b"\x0e" * 32) is Verdict.NAME_MISMATCH
+    assert [p.name for p in store.by_name("mary")] == ["rn\u0430ry"]

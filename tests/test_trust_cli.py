@@ -24,6 +24,9 @@ from procs import (
     wait_session,
 )
 
+from p2pchat.proto.keys import format_fingerprint
+from p2pchat.store.identity import TrustStore
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -65,7 +68,7 @@ def test_changed_key_is_refused_loudly_and_nothing_is_sent(procs: ProcPool) -> N
     assert "Nothing was sent." in err
     assert fingerprint_of(procs.home("bob")) in err  # the pinned key
     assert fingerprint_of(procs.home("fake-bob")) in err  # the key it proved
-    assert "p2pchat trust forget bob" in err
+    assert f"p2pchat trust forget {fingerprint_of(procs.home('bob'))}" in err
     assert "pinned name presented a different key" in alice.stderr[-1]
     # the pin is unchanged: still the real bob only
     listing = run_p2pchat("trust", "list", "--home", home_alice).stdout
@@ -165,3 +168,110 @@ def test_trust_list_verify_forget(procs: ProcPool) -> None:
     assert listing() == ["no pinned peers yet"]
     bob.terminate()
     assert bob.wait() == 0
+
+
+# ---------------------------------------------------------------- look-alike names
+
+SPOOF = "b\u043eb"  # bob with a Cyrillic o
+FLAGGED = SPOOF + "[mixed scripts]"
+
+
+def test_a_look_alike_of_a_pinned_name_is_refused_as_a_changed_key(procs: ProcPool) -> None:
+    """The issue: with bob pinned and verified, a host called b\u043eb with another
+    key is not a new contact: join exits 3 with one clear line, nothing sent."""
+    home_alice = procs.home("alice")
+    fp_bob, fp_mallory = fingerprint_of(procs.home("bob")), fingerprint_of(procs.home("mallory"))
+    real_bob, port = start_host(procs, procs.home("bob"))
+    first = join_once(procs, home_alice, port, text="first contact")
+    assert first.wait() == 0, first.describe()
+    real_bob.wait_for_line("stdout", "^alice: first contact$")
+    assert run_p2pchat("trust", "verify", "bob", "--home", home_alice).returncode == 0
+    real_bob.terminate()
+    assert real_bob.wait() == 0
+
+    # mallory's client lets her take the name (ours needs --allow-mixed-scripts for it)
+    fake, port = start_host(procs, procs.home("mallory"), "--allow-mixed-scripts", name=SPOOF)
+    secret = "I am bob, please send me the file"
+    alice = join_once(procs, home_alice, port, text=secret)
+    assert alice.wait() == 3, alice.describe()
+    err = "\n".join(alice.stderr)
+    assert "Traceback" not in err
+    assert alice.stderr[-1] == (
+        f"p2pchat: error: not connecting to {FLAGGED}: "
+        "a pinned name presented a different key (it looks like bob)"
+    ), err
+    assert "WARNING: THE KEY OF THIS PEER HAS CHANGED!" in err
+    assert f"{FLAGGED} is pinned (as that name or one that looks like it)" in err
+    assert f"p2pchat trust forget {fp_bob}" in err  # bob's pin is not named b\u043eb
+    assert fp_mallory in err
+    fake.wait_for_line("stderr", r"^p2pchat: alice (left|disconnected)$")
+    assert not any(secret in line for line in fake.stdout), fake.describe()
+    # bob's pin is unchanged, and nothing else was pinned
+    (line,) = run_p2pchat("trust", "list", "--home", home_alice).stdout.splitlines()
+    assert re.match(rf"bob\s+{re.escape(fp_bob)}\s+verified,", line), line
+
+
+def test_a_mixed_script_name_is_flagged_on_its_lines_and_in_trust_list(procs: ProcPool) -> None:
+    """Nobody pinned under a look-alike: b\u043eb gets in (a name from the network is
+    flagged, not refused), and every line shows it flagged."""
+    home_carol = procs.home("carol")
+    carol, port = start_host(procs, home_carol, name="carol")
+    spoof = start_join(
+        procs,
+        procs.home("mallory"),
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--allow-mixed-scripts",
+        name=SPOOF,
+    )
+    carol.wait_for_line("stderr", rf"^p2pchat: secure session with {re.escape(FLAGGED)} ")
+    spoof.send_line("I am bob, please send me the file")
+    spoof.close_stdin()
+    assert spoof.wait() == 0, spoof.describe()
+    carol.wait_for_line("stdout", f"^{re.escape(FLAGGED)}: I am bob, please send me the file$")
+    carol.wait_for_line("stderr", rf"^p2pchat: {re.escape(FLAGGED)} (left|disconnected)$")
+    bare = re.compile(re.escape(SPOOF) + r"(?!\[mixed scripts\])")
+    assert not any(bare.search(line) for line in carol.stdout + carol.stderr), carol.describe()
+
+    listing = run_p2pchat("trust", "list", "--home", home_carol)
+    assert listing.returncode == 0, listing
+    (line,) = listing.stdout.splitlines()
+    fp = re.escape(fingerprint_of(procs.home("mallory")))
+    assert re.match(
+        rf"{re.escape(FLAGGED)}\s+{fp}\s+unverified, mixed scripts: Cyrillic\+Latin, first", line
+    ), line
+
+
+def test_trust_list_flags_look_alike_pins(tmp_path: Path) -> None:
+    """Two keys pinned under names that look alike (a store from before names
+    were compared by skeleton): each line says so; a one-script name is not flagged."""
+    fp_a, fp_b, fp_c = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32
+    store = TrustStore.open(tmp_path)
+    store.pin("bob", fp_a, now=1.0)
+    store.pin(SPOOF, fp_b, now=2.0)  # pin() itself does not check: Sessions does
+    store.pin("\u0431\u043e\u0431", fp_c, now=3.0)  # Cyrillic only, and no b
+    result = run_p2pchat("trust", "list", "--home", tmp_path)
+    assert result.returncode == 0, result
+    lines = {line[:24].rstrip(): line for line in result.stdout.splitlines()}  # name column
+    assert set(lines) == {"bob", FLAGGED, "\u0431\u043e\u0431"}
+    hex_a = re.escape(format_fingerprint(fp_a)[:9])
+    hex_b = re.escape(format_fingerprint(fp_b)[:9])
+    assert re.search(rf"unverified, looks like {re.escape(FLAGGED)} {hex_b}, first", lines["bob"])
+    assert re.search(
+        rf"unverified, mixed scripts: Cyrillic\+Latin, looks like bob {hex_a}, first",
+        lines[FLAGGED],
+    )
+    assert re.search(r"  unverified, first seen", lines["\u0431\u043e\u0431"])
+
+
+def test_our_own_name_may_not_mix_scripts_unless_asked(tmp_path: Path) -> None:
+    for command in ("host", "join"):
+        home = tmp_path / command
+        result = run_p2pchat(command, "--name", SPOOF, "--home", home, "--interface", "127.0.0.1")
+        assert result.returncode == 2, result
+        (line,) = result.stderr.splitlines()
+        assert line == (
+            f"p2pchat: --name {SPOOF!r} mixes Cyrillic and Latin letters, which others would "
+            f"see flagged as {FLAGGED}: use letters of one script, or --allow-mixed-scripts"
+        )
+        assert not home.exists()  # refused before anything was created

@@ -25,7 +25,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pchat.config import PROTOCOL_NAME
 from p2pchat.errors import DecryptError, HandshakeError
-from p2pchat.proto.app import Ack, Chat, FileOffer, KeepAlive, encode_app, file_id, parse_app
+from p2pchat.proto.app import (
+    Ack,
+    Chat,
+    FileOffer,
+    KeepAlive,
+    Refuse,
+    RefuseCode,
+    encode_app,
+    file_id,
+    parse_app,
+)
 from p2pchat.proto.handshake import Handshake, Role, State
 from p2pchat.proto.keys import fingerprint, format_fingerprint, public_der
 from p2pchat.proto.messages import (
@@ -411,7 +421,7 @@ def _sessions(doc: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _doc_messages(doc: dict[str, Any]) -> dict[str, Any]:
-    """The typed application messages the vectors encode (all but refuse)."""
+    """The typed application messages the vectors encode."""
     size = int(doc["file_size"])
     return {
         "app_msg": Chat(doc["msg_id_1"], doc["msg_text"]),
@@ -420,6 +430,9 @@ def _doc_messages(doc: dict[str, Any]) -> dict[str, Any]:
         "app_ka_probe": KeepAlive(reply=True),
         "app_ka_answer": KeepAlive(reply=False),
         "app_fo": FileOffer(doc["file_id"], doc["file_name"], size, doc["file_sha256"]),
+        "app_refuse": Refuse(
+            RefuseCode.PINNED_OTHER_KEY, "a pinned name presented a different key"
+        ),
     }
 
 
@@ -430,7 +443,6 @@ def test_the_code_encodes_and_parses_the_app_messages(doc: dict[str, Any]) -> No
     size = int(doc["file_size"])
     assert size == len(doc["file_data"])
     assert file_id(doc["file_sha256"], doc["file_name"], size) == doc["file_id"]
-    # (refuse is parsed by 6.6's own code; its bytes are checked from the spec below)
 
 
 def test_the_code_seals_and_opens_the_record_streams(doc: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from p2pchat.room import (
     FilePolicy,
     RelayLimits,
     Room,
+    display_name,
     format_fingerprint,
     host_listing,
 )
@@ -124,7 +125,7 @@ async def run_host(args: argparse.Namespace) -> int:
         hosting = room.hosting
         assert hosting is not None
         out.status(
-            f"hosting as {room.name} on port {hosting.port}, advertised at "
+            f"hosting as {display_name(room.name)} on port {hosting.port}, advertised at "
             f"{', '.join(hosting.addresses)} as {hosting.instance!r}"
         )
         out.status(f"your fingerprint: {room.identity.fingerprint_text}")
@@ -287,5 +288,7 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
 def undelivered_text(room: Room, timeout: float) -> str:
     """One line: how many messages are not delivered, to whom, how many each, and why."""
     total = len(room.undelivered())
-    each = "; ".join(f"{m.name} is missing {m.count} ({m.why})" for m in room.missing() if m.count)
+    each = "; ".join(
+        f"{display_name(m.name)} is missing {m.count} ({m.why})" for m in room.missing() if m.count
+    )
     return f"{total} message(s) not delivered within {timeout:g} s: {each}"

@@ -81,6 +81,32 @@ def _default_name() -> str:
     return f"{user}@{host}"[:64] if host else user[:64]
 
 
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default=None, help="your display name (default: user@host)")
+    parser.add_argument(
+        "--allow-mixed-scripts",
+        action="store_true",
+        help="accept a --name whose letters mix scripts (Latin with Cyrillic, say): "
+        "others see it flagged as NAME[mixed scripts]",
+    )
+
+
+def check_own_name(name: str, allow_mixed: bool) -> str:
+    """``--name``, unless its letters mix scripts (a Cyrillic o typed on the
+    wrong keyboard layout, say): everyone would see it flagged as a possible
+    impersonation, so that takes ``--allow-mixed-scripts``. ConfigError (exit 2)."""
+    from p2pchat.errors import ConfigError
+    from p2pchat.room import MIXED_MARK, is_mixed_script, name_scripts
+
+    if is_mixed_script(name) and not allow_mixed:
+        scripts = " and ".join(sorted(name_scripts(name)))
+        raise ConfigError(
+            f"--name {name!r} mixes {scripts} letters, which others would see flagged "
+            f"as {name}{MIXED_MARK}: use letters of one script, or --allow-mixed-scripts"
+        )
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -141,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the chat as NAME. In line mode (stdin not a terminal) every stdin line is sent; "
         "the host keeps serving after stdin ends until Ctrl-C/SIGTERM.",
     )
-    host.add_argument("--name", default=None, help="your display name (default: user@host)")
+    _add_name(host)
     host.add_argument(
         "--port",
         type=_port,
@@ -215,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ends and everything sent was delivered.",
     )
     join.add_argument("hostname", nargs="?", help="join the host with this name")
-    join.add_argument("--name", default=None, help="your display name (default: user@host)")
+    _add_name(join)
     join.add_argument(
         "--connect",
         metavar="ADDR[:PORT]",
@@ -246,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("path", metavar="PATH", help="the file to send")
     send.add_argument("--to", required=True, metavar="NAME", help="the participant to send it to")
-    send.add_argument("--name", default=None, help="your display name (default: user@host)")
+    _add_name(send)
     send.add_argument(
         "--connect",
         metavar="ADDR[:PORT]",
@@ -356,6 +382,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def _run_command(args: argparse.Namespace) -> int:
     from p2pchat.room import TrustStore, load_identity, resolve_home
 
+    if getattr(args, "name", None) is not None:
+        check_own_name(args.name, args.allow_mixed_scripts)
     home = resolve_home(args.home)
     if args.command == "trust":
         from p2pchat.faces.trustcmd import run_trust
@@ -374,7 +402,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_doctor(args))
     if getattr(args, "name", None) is None:
-        args.name = _default_name()
+        args.name = _default_name()  # as it is: flagged if it mixes scripts, not refused
     if args.command == "send":
         from p2pchat.faces.send import run_send
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from p2pchat.errors import P2PChatError
-from p2pchat.room import Room, Transfer, format_size, sanitize
+from p2pchat.room import Room, Transfer, display_name, format_size, sanitize
 
 __all__ = ["HELP", "Console", "async_run_command"]
 
@@ -84,7 +84,9 @@ async def _who(room: Room, rest: str, console: Console) -> None:
     for m in members:
         state = "verified" if m.verified else "not verified"
         ready = "secure" if m.secure else "connecting"
-        console.show(f"  {m.peer.name:20} {m.peer.fingerprint_text}  {ready}, {state}")
+        console.show(
+            f"  {display_name(m.peer.name):20} {m.peer.fingerprint_text}  {ready}, {state}"
+        )
 
 
 async def _msg(room: Room, rest: str, console: Console) -> None:
@@ -104,22 +106,25 @@ async def _verify(room: Room, name: str, console: Console) -> None:
         return
     if len(secure) > 1:
         console.say(
-            "several peers: /verify NAME (one of " + ", ".join(p.name for p in secure) + ")"
+            "several peers: /verify NAME (one of "
+            + ", ".join(display_name(p.name) for p in secure)
+            + ")"
         )
         return
     v = room.verification(secure[0].fingerprint)
+    shown = display_name(v.peer.name)
     console.show(
         f"  you        {v.own_fingerprint}\n"
-        f"  {v.peer.name:10} {v.peer.fingerprint_text}\n"
+        f"  {shown:10} {v.peer.fingerprint_text}\n"
         f"  short authentication string: {v.sas}\n"
         "  Compare the string (or both fingerprints) with your peer, by voice or in person."
     )
-    answer = await console.ask(f"Does {v.peer.name} see the same? Mark verified [y/N] ")
+    answer = await console.ask(f"Does {shown} see the same? Mark verified [y/N] ")
     if answer is None:
         return
     if answer.strip().lower() in ("y", "yes"):
         room.mark_verified(v.peer.fingerprint)
-        console.say(f"* {v.peer.name} marked verified")
+        console.say(f"* {shown} marked verified")
     else:
         console.say("* not marked")
 
@@ -185,7 +190,8 @@ async def _files(room: Room, rest: str, console: Console) -> None:
     if not transfers:
         console.say("no file transfers under way")
     for t in transfers:
-        way = f"from {t.peer.name}" if t.incoming else f"to {t.peer.name}"
+        who = display_name(t.peer.name)
+        way = f"from {who}" if t.incoming else f"to {who}"
         pct = 100 * t.done // t.size if t.size else 100
         console.show(
             f"  {t.short_id}  {sanitize(t.name)} {way}: {t.phase.value}, "

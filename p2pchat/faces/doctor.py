@@ -20,6 +20,7 @@ from p2pchat.room import (
     HostInfo,
     async_browse,
     async_race,
+    display_name,
     format_fingerprint,
     list_interfaces,
     read_firewall,
@@ -123,7 +124,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
             print(f"  {report.send_error}")
         print(firewall.describe())
         for h in hosts:
-            print(f"  host {h.name} port {h.port}:")
+            print(f"  host {display_name(h.name)} port {h.port}:")
             for address, outcome in probes[h.name]:
                 print(f"    {address:40} {outcome}")
         print(f"advice: {advice}")

@@ -4,7 +4,10 @@ Line mode prints every received message as ``NAME: TEXT`` exactly; with
 ``--json`` every event is one JSON object per line (schema in README.md).
 Text from the network is untrusted: control and bidirectional-override
 characters are shown as ``\\xNN``/``\\uNNNN`` escapes so a peer cannot move the
-cursor, clear the screen or fake a line from someone else.
+cursor, clear the screen or fake a line from someone else. Every name is shown
+through :func:`~p2pchat.room.display_name`, which marks a name that mixes
+scripts (``NAME[mixed scripts]``: a Cyrillic ``o`` in a Latin name, say); JSON
+mode gives the name as sent and ``mixed_scripts`` beside it.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from p2pchat.room import (
     SessionBroken,
     SessionReady,
     Trust,
+    display_name,
     format_duration,
     format_fingerprint,
     format_size,
+    is_mixed_script,
     refused_text,
     sanitize,
 )
@@ -67,21 +72,27 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
 
 
 def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
-    """The SSH-style warning printed when a pinned name presents another key."""
+    """The SSH-style warning printed when a pinned name (or a look-alike of
+    one) presents another key. ``pinned``: the fingerprints pinned under it
+    (none when the key expected was given or remembered for a host). The
+    pins are named by fingerprint to forget: one pinned under a look-alike
+    name is not named ``name``."""
     bar = "@" * 64
+    forget = [f"    p2pchat trust forget {fp}" for fp in pinned]
     lines = [
         bar,
         "@    WARNING: THE KEY OF THIS PEER HAS CHANGED!                @",
         bar,
         "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!",
-        f"{name!r} is pinned with the fingerprint",
-        *[f"    {fp}" for fp in pinned],
+        f"{display_name(name)} is pinned (as that name or one that looks like it)",
+        "with the fingerprint",
+        *[f"    {fp}" for fp in pinned or ["(not pinned: the key expected for this host)"]],
         "but this peer proved the key",
         f"    {presented}",
         "Someone could be impersonating them (a man in the middle), or they",
         "made a new key. Nothing was sent. Ask them, by another channel, for",
         "the output of 'p2pchat id'; if it matches the new key, run",
-        f"    p2pchat trust forget {shlex.quote(name)}",
+        *(forget or [f"    p2pchat trust forget {shlex.quote(name)}"]),
         "and connect again.",
     ]
     return "\n".join(lines)
@@ -98,22 +109,21 @@ class Warnings:
         key = (event.peer.name, event.peer.fingerprint)
         if key in self._shown:
             return (
-                f"(the same unknown key for {event.peer.name!r} again: "
+                f"(the same unknown key for {display_name(event.peer.name)} again: "
                 f"{event.peer.fingerprint_text[:19]}...; see the warning above)"
             )
         self._shown.add(key)
         return mismatch_warning(
             event.peer.name,
             event.peer.fingerprint_text,
-            [format_fingerprint(fp) for fp in event.pinned]
-            or ["(not pinned: the key expected for this host)"],
+            [format_fingerprint(fp) for fp in event.pinned],
         )
 
 
 def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str:
     """One line for a refusal (ours or the peer's), a broken session, or
     messages that will not reach someone."""
-    name = event.peer.name
+    name = display_name(event.peer.name)
     if isinstance(event, PeerRefused):
         if event.by_peer:
             return refused_text(event)
@@ -131,7 +141,7 @@ def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str
 def describe_link_event(event: Dialing | Connected | Reconnecting | Reconnected) -> list[str]:
     """The status lines for a change of the joiner's link to the host."""
     if isinstance(event, Dialing):
-        who = f"{event.name} at " if event.name else ""
+        who = f"{display_name(event.name)} at " if event.name else ""
         where = ", ".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in event.addresses)
         return [f"trying {who}{where}"]
     if isinstance(event, Connected):
@@ -143,7 +153,12 @@ def describe_link_event(event: Dialing | Connected | Reconnecting | Reconnected)
 
 
 def _peer_json(peer: PeerInfo) -> dict[str, Any]:
-    return {"peer": peer.name, "peer_id": peer.peer_id, "fingerprint": peer.fingerprint_text}
+    return {
+        "peer": peer.name,
+        "peer_id": peer.peer_id,
+        "fingerprint": peer.fingerprint_text,
+        "mixed_scripts": is_mixed_script(peer.name),
+    }
 
 
 def _percent(done: int, size: int) -> str:
@@ -152,7 +167,7 @@ def _percent(done: int, size: int) -> str:
 
 def describe_file_event(event: FileEvent) -> str:
     """One line for a person: what a file event means (text from the network escaped)."""
-    peer = event.peer.name
+    peer = display_name(event.peer.name)
     name = sanitize(event.name)
     incoming = event.incoming
     verb, prep = ("receiving", "from") if incoming else ("sending", "to")
@@ -297,7 +312,11 @@ class LineOutput:
                     **_peer_json(event.peer),
                 )
             else:
-                print(f"{event.peer.name}: {sanitize(event.text)}", file=self.out, flush=True)
+                print(
+                    f"{display_name(event.peer.name)}: {sanitize(event.text)}",
+                    file=self.out,
+                    flush=True,
+                )
         elif isinstance(event, SessionReady):
             if self.json_mode:
                 self.json(
@@ -308,7 +327,7 @@ class LineOutput:
                     **_peer_json(event.peer),
                 )
             if event.renewed:
-                self.status(f"secure session with {event.peer.name} renewed")
+                self.status(f"secure session with {display_name(event.peer.name)} renewed")
                 return
             note = {
                 Trust.NEW: "first contact, pinned",
@@ -316,7 +335,7 @@ class LineOutput:
                 Trust.VERIFIED: "verified key",
             }[event.trust]
             self.status(
-                f"secure session with {event.peer.name} ({note})\n"
+                f"secure session with {display_name(event.peer.name)} ({note})\n"
                 f"    fingerprint {event.peer.fingerprint_text}\n"
                 f"    short authentication string: {event.sas} "
                 "(compare it with theirs; /verify in the interactive chat)"
@@ -324,12 +343,12 @@ class LineOutput:
         elif isinstance(event, PeerJoined):
             if self.json_mode:
                 self.json("join", **_peer_json(event.peer))
-            self.status(f"{event.peer.name} joined")
+            self.status(f"{display_name(event.peer.name)} joined")
         elif isinstance(event, PeerLeft):
             if self.json_mode:
                 self.json("leave", clean=event.clean, **_peer_json(event.peer))
             how = "left" if event.clean else "disconnected"
-            self.status(f"{event.peer.name} {how}")
+            self.status(f"{display_name(event.peer.name)} {how}")
         elif isinstance(event, Delivered):
             if self.json_mode:
                 self.json(

@@ -32,6 +32,7 @@ from p2pchat.room import (
     PeerInfo,
     Room,
     check_name,
+    display_name,
 )
 
 __all__ = ["run_send"]
@@ -151,10 +152,11 @@ async def _wait_until_done(
         if not moved:
             assert watch.ours is not None
             phase = room.files.phase(peer.fingerprint, watch.ours, incoming=False)
+            who = display_name(peer.name)
             why = {
-                "offered": f"{peer.name} has not answered the offer",
-                "waiting": f"{peer.name} is not in the chat",
-            }.get(phase.value if phase else "", f"{peer.name} stopped answering")
+                "offered": f"{who} has not answered the offer",
+                "waiting": f"{who} is not in the chat",
+            }.get(phase.value if phase else "", f"{who} stopped answering")
             out.error(f"no progress for {timeout:g} s: {why}; run the same command again to resume")
             return ExitCode.UNDELIVERED
     if isinstance(watch.outcome, FileFailed):

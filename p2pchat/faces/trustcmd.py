@@ -1,4 +1,8 @@
-"""The small commands: ``trust list|forget|verify`` and ``discover``."""
+"""The small commands: ``trust list|forget|verify`` and ``discover``.
+
+``trust list`` flags a pinned name that mixes scripts (``NAME[mixed
+scripts]``, and which scripts) and one that looks like another pin's name
+(two keys under one name to the eye: forget the one that is not theirs)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import datetime
 import json
 
-from p2pchat.room import TrustStore, format_fingerprint
+from p2pchat.room import TrustStore, display_name, format_fingerprint, is_mixed_script, name_scripts
 
 __all__ = ["run_discover", "run_trust"]
 
@@ -31,15 +35,23 @@ def _trust(args: argparse.Namespace, store: TrustStore) -> int:
         if not pins:
             print("no pinned peers yet")
         for pin in pins:
-            mark = "verified" if pin.verified else "unverified"
+            notes = ["verified" if pin.verified else "unverified"]
+            if is_mixed_script(pin.name):
+                notes.append("mixed scripts: " + "+".join(sorted(name_scripts(pin.name))))
+            notes += [
+                f"looks like {display_name(p.name)} {format_fingerprint(p.fingerprint)[:9]}"
+                for p in store.by_name(pin.name)
+                if p.fingerprint != pin.fingerprint
+            ]
             print(
-                f"{pin.name:24} {format_fingerprint(pin.fingerprint)}  {mark}, "
-                f"first seen {_when(pin.first_seen)}, last {_when(pin.last_seen)}"
+                f"{display_name(pin.name):24} {format_fingerprint(pin.fingerprint)}  "
+                f"{', '.join(notes)}, first seen {_when(pin.first_seen)}, "
+                f"last {_when(pin.last_seen)}"
             )
         return 0
     if args.trust_command == "forget":
         for pin in store.forget(args.peer):
-            print(f"forgot {pin.name} {format_fingerprint(pin.fingerprint)}")
+            print(f"forgot {display_name(pin.name)} {format_fingerprint(pin.fingerprint)}")
         return 0
     # verify
     from p2pchat.errors import TrustError
@@ -54,7 +66,7 @@ def _trust(args: argparse.Namespace, store: TrustStore) -> int:
         )
     for pin in pins:
         store.set_verified(pin.fingerprint, True)
-        print(f"marked {pin.name} {format_fingerprint(pin.fingerprint)} as verified")
+        print(f"marked {display_name(pin.name)} {format_fingerprint(pin.fingerprint)} as verified")
     return 0
 
 
@@ -77,6 +89,7 @@ async def run_discover(args: argparse.Namespace) -> int:
                 json.dumps(
                     {
                         "name": host.name,
+                        "mixed_scripts": is_mixed_script(host.name),
                         "instance": host.instance,
                         "addresses": list(host.addresses),
                         "port": host.port,
@@ -88,7 +101,8 @@ async def run_discover(args: argparse.Namespace) -> int:
                 )
             )
         else:
-            print(f"{host.name:20} {', '.join(host.addresses)} port {host.port}  {fp or '-'}")
+            shown = display_name(host.name)
+            print(f"{shown:20} {', '.join(host.addresses)} port {host.port}  {fp or '-'}")
             for address, outcome in (probed or {}).items():
                 print(f"    {address:40} {outcome}")
     if not hosts:

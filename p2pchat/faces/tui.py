@@ -44,6 +44,7 @@ from p2pchat.room import (
     SessionBroken,
     SessionReady,
     Trust,
+    display_name,
     sanitize,
 )
 
@@ -73,7 +74,7 @@ class _Screen:
                 self.say("(nobody else is here: the message reached no one)")
                 return
             self.texts[event.msg_id] = event.text
-            who = f"you to {event.to[0]} only" if event.direct and event.to else "you"
+            who = f"you to {display_name(event.to[0])} only" if event.direct and event.to else "you"
             self.say(f"{who}: {sanitize(event.text)}  (sending…)")
         elif isinstance(event, Dialing | Connected | Reconnecting | Reconnected):
             for line in describe_link_event(event):
@@ -82,10 +83,10 @@ class _Screen:
             self.say(f"! {event.reason}")
         elif isinstance(event, MessageReceived):
             private = " (to you only)" if event.direct else ""
-            self.say(f"{event.peer.name}{private}: {sanitize(event.text)}")
+            self.say(f"{display_name(event.peer.name)}{private}: {sanitize(event.text)}")
         elif isinstance(event, SessionReady):
             if event.renewed:
-                self.say(f"* secure session with {event.peer.name} renewed")
+                self.say(f"* secure session with {display_name(event.peer.name)} renewed")
                 return
             note = {
                 Trust.NEW: "first contact, now pinned",
@@ -93,14 +94,15 @@ class _Screen:
                 Trust.VERIFIED: "verified",
             }[event.trust]
             self.say(
-                f"* secure session with {event.peer.name} ({note})\n"
+                f"* secure session with {display_name(event.peer.name)} ({note})\n"
                 f"    fingerprint  {event.peer.fingerprint_text}\n"
                 f"    short authentication string  {event.sas}  (compare aloud; /verify)"
             )
         elif isinstance(event, PeerJoined):
-            self.say(f"* {event.peer.name} joined")
+            self.say(f"* {display_name(event.peer.name)} joined")
         elif isinstance(event, PeerLeft):
-            self.say(f"* {event.peer.name} {'left' if event.clean else 'disconnected'}")
+            how = "left" if event.clean else "disconnected"
+            self.say(f"* {display_name(event.peer.name)} {how}")
         elif isinstance(event, Delivered):
             text = self.texts.get(event.msg_id, "")
             if event.complete:
@@ -112,7 +114,7 @@ class _Screen:
                 mark = "✓" if event.complete else "…"
                 self.say(
                     f"  {mark} delivered to {event.delivered} of {event.total} "
-                    f"({event.peer.name}): {short}"
+                    f"({display_name(event.peer.name)}): {short}"
                 )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
@@ -187,7 +189,7 @@ async def run_interactive(room: Room, stop: asyncio.Event, *, replaced: Any = No
         room.bus.notify()
 
     with patch_stdout(raw=True):
-        screen.say(f"you are {room.name}; type /help for commands")
+        screen.say(f"you are {display_name(room.name)}; type /help for commands")
         tasks = [asyncio.ensure_future(watch()), asyncio.ensure_future(stop_watch())]
         try:
             while not ended():

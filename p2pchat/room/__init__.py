@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from p2pchat.net.interfaces import list_interfaces
     from p2pchat.net.relay import RelayLimits
     from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
+    from p2pchat.proto.names import MIXED_MARK, display_name, is_mixed_script, name_scripts
     from p2pchat.proto.text import check_name, sanitize
     from p2pchat.proto.transfer import Phase, format_duration, format_size
     from p2pchat.room.delivery import Missing
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CANDIDATES",
+    "MIXED_MARK",
     "DEFAULT_PORT",
     "read_firewall",
     "async_race",
@@ -102,12 +104,15 @@ __all__ = [
     "async_browse",
     "check_name",
     "describe_error",
+    "display_name",
     "format_duration",
     "format_fingerprint",
     "format_size",
     "host_listing",
     "refused_text",
+    "is_mixed_script",
     "load_identity",
+    "name_scripts",
     "parse_fingerprint",
     "resolve_home",
     "resolve_interfaces",
@@ -117,6 +122,7 @@ __all__ = [
 #: where each exported name lives
 _WHERE = {
     "MAX_CANDIDATES": "p2pchat.net.dial",
+    "MIXED_MARK": "p2pchat.proto.names",
     "DEFAULT_PORT": "p2pchat.config",
     "read_firewall": "p2pchat.net.firewall",
     "async_race": "p2pchat.net.dial",
@@ -163,12 +169,15 @@ _WHERE = {
     "async_browse": "p2pchat.net.discovery",
     "check_name": "p2pchat.proto.text",
     "describe_error": "p2pchat.errors",
+    "display_name": "p2pchat.proto.names",
     "format_duration": "p2pchat.proto.transfer",
     "format_fingerprint": "p2pchat.proto.keys",
     "format_size": "p2pchat.proto.transfer",
     "host_listing": "p2pchat.room.link",
     "refused_text": "p2pchat.room.link",
+    "is_mixed_script": "p2pchat.proto.names",
     "load_identity": "p2pchat.store.identity",
+    "name_scripts": "p2pchat.proto.names",
     "parse_fingerprint": "p2pchat.proto.keys",
     "resolve_home": "p2pchat.store.identity",
     "resolve_interfaces": "p2pchat.net.discovery",

@@ -108,7 +108,8 @@ class PeerRefused:
     peer: PeerInfo
     reason: str
     mismatch: bool  #: a pinned name presented another key (we refused it for that)
-    pinned: tuple[bytes, ...] = ()  #: fingerprints pinned under that name, on a mismatch
+    #: on a mismatch, the other fingerprints pinned under that name or a look-alike
+    pinned: tuple[bytes, ...] = ()
     kind: RefusalKind = RefusalKind.PROTOCOL
     by_peer: bool = False  #: the peer refused us (an authenticated ``refuse``)
 

@@ -39,6 +39,7 @@ from p2pchat.net.dial import (
     rank,
 )
 from p2pchat.proto.keys import format_fingerprint
+from p2pchat.proto.names import display_name
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import (
     Connected,
@@ -107,7 +108,7 @@ def parse_connect(value: str) -> tuple[str, int]:
 def host_listing(hosts: Sequence[HostInfo]) -> str:
     """The hosts found, one line each (what the several-hosts error shows)."""
     return "\n".join(
-        f"  {h.name:20} {', '.join(h.addresses)} port {h.port}  "
+        f"  {display_name(h.name):20} {', '.join(h.addresses)} port {h.port}  "
         f"{format_fingerprint(h.fingerprint) if h.fingerprint else '(no fingerprint)'}"
         for h in hosts
     )
@@ -155,7 +156,7 @@ def _target(host: HostInfo, expect: bytes | None) -> Target:
     if host.fingerprint is not None:
         if expect is not None and host.fingerprint != expect:
             raise KeyMismatchError(
-                f"the host {host.name!r} advertises a fingerprint other than "
+                f"the host {display_name(host.name)} advertises a fingerprint other than "
                 "--expect-fingerprint; nothing was sent"
             )
         expected = expect or host.fingerprint
@@ -203,7 +204,7 @@ async def _discover(
         hosts = [h for h in hosts if h.fingerprint in (None, expect)] or hosts
     if not hosts:
         if host_name and seen:
-            found = sorted({h.name for h in seen})
+            found = sorted({display_name(h.name) for h in seen})
             more = f" and {len(found) - 10} more" if len(found) > 10 else ""
             names = ", ".join(found[:10]) + more
             raise DiscoveryError(
@@ -392,7 +393,7 @@ def host_failure(participant: Participant) -> P2PChatError | None:
 
 def refused_text(event: PeerRefused) -> str:
     """What a refusal of (or by) the host means, and what to do about it."""
-    name = event.peer.name
+    name = display_name(event.peer.name)
     if not event.by_peer:
         return f"not connecting to {name}: {event.reason}"
     said = f"{name} refused us: {event.reason}"

@@ -55,6 +55,7 @@ from p2pchat.proto.bucket import TokenBucket
 from p2pchat.proto.handshake import Handshake, HandshakeResult, Role, State
 from p2pchat.proto.keys import fingerprint
 from p2pchat.proto.messages import HS_TAG, M1, PeerEntry, encode_send, parse_handshake, send_head
+from p2pchat.proto.names import display_name
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 from p2pchat.proto.text import clean_reason
 from p2pchat.room.delivery import Delivery, refusal_words
@@ -362,6 +363,21 @@ class Sessions:
             elif other.state is PeerState.WAITING_HOST:
                 self.start_initiator(other)
 
+    def _mismatch_reason(self, info: PeerInfo) -> str:
+        """Why a name is refused: it is pinned under another key, or looks like
+        a name that is (the pinned spelling named, so the user sees which)."""
+        names = sorted(
+            {
+                p.name
+                for p in self.owner.trust.by_name(info.name)
+                if p.fingerprint != info.fingerprint
+            }
+        )
+        reason = "a pinned name presented a different key"
+        if names and names != [info.name]:
+            reason += " (it looks like " + ", ".join(display_name(n) for n in names) + ")"
+        return reason
+
     def _admit(self, peer: Peer, result: HandshakeResult) -> None:
         """The key is proven: check it against the pins, then the session is up."""
         o = self.owner
@@ -383,7 +399,7 @@ class Sessions:
         if verdict is Verdict.NAME_MISMATCH:
             # the session is up long enough to tell the peer why, authenticated
             self._up(peer, result)
-            self.refuse(peer, "a pinned name presented a different key", mismatch=True)
+            self.refuse(peer, self._mismatch_reason(info), mismatch=True)
             return
         if verdict is Verdict.NEW and o.require_known:
             self._up(peer, result)
@@ -537,7 +553,15 @@ class Sessions:
         self.say_goodbye(peer)
         peer.go(Step.REFUSE)
         o = self.owner
-        pinned = tuple(p.fingerprint for p in o.trust.by_name(peer.info.name)) if mismatch else ()
+        pinned = (
+            tuple(
+                p.fingerprint
+                for p in o.trust.by_name(peer.info.name)
+                if p.fingerprint != peer.info.fingerprint
+            )
+            if mismatch
+            else ()
+        )
         self._ended_by_refusal(peer, PeerRefused(peer.info, reason, mismatch, pinned, kind))
 
     def refused_by(self, peer: Peer, msg: Refuse) -> None:

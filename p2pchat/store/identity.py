@@ -25,7 +25,6 @@ import secrets
 import stat
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +44,7 @@ from p2pchat.proto.keys import (
     parse_fingerprint,
     public_der,
 )
+from p2pchat.proto.names import same_name
 
 __all__ = [
     "ENV_HOME",
@@ -58,7 +58,6 @@ __all__ = [
     "Verdict",
     "load_identity",
     "load_storage_key",
-    "name_key",
     "resolve_home",
     "write_private",
 ]
@@ -333,21 +332,21 @@ class TrustStore:
         return self._refresh().get(fp)
 
     def by_name(self, name: str) -> list[Pin]:
-        """The pins whose last seen name is ``name`` (compared as :func:`name_key`
-        does), oldest first."""
-        key = name_key(name)
-        pins = [p for p in self._refresh().values() if name_key(p.name) == key]
+        """The pins whose last seen name is ``name`` or looks like it (compared
+        as :func:`~p2pchat.proto.names.same_name` does), oldest first."""
+        pins = [p for p in self._refresh().values() if same_name(p.name, name)]
         return sorted(pins, key=lambda p: (p.first_seen, p.fingerprint))
 
     def check(self, name: str, fp: bytes) -> Verdict:
         """NAME_MISMATCH when ``name`` is pinned under another key, whether or
         not ``fp`` itself is pinned (a known key taking someone else's name is
         refused too); KNOWN for a pinned ``fp``; NEW otherwise. Names are
-        compared after NFKC normalisation and case folding, so look-alike
-        spellings of a pinned name count as that name."""
+        compared by :func:`~p2pchat.proto.names.same_name`: after NFKC
+        normalisation and case folding, and by their UTS #39 skeletons, so
+        look-alike spellings of a pinned name (``ALICE``, a full-width ``a``, a
+        Cyrillic ``a``, ``rn`` for ``m``) count as that name."""
         peers = self._refresh()
-        key = name_key(name)
-        if any(name_key(p.name) == key and p.fingerprint != fp for p in peers.values()):
+        if any(same_name(p.name, name) and p.fingerprint != fp for p in peers.values()):
             return Verdict.NAME_MISMATCH
         if fp in peers:
             return Verdict.KNOWN
@@ -469,11 +468,6 @@ class TrustStore:
             raise IdentityError(
                 f"cannot write trust store {self.path}: {exc.strerror or exc}"
             ) from exc
-
-
-def name_key(name: str) -> str:
-    """How names are compared for pinning: NFKC-normalised and case-folded."""
-    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def _check_fp(fp: bytes) -> None:
