@@ -15,6 +15,7 @@ from p2pchat.faces.tui import _Screen
 from p2pchat.room import (
     MIXED_MARK,
     Delivered,
+    DeliveryFailed,
     Dialing,
     Event,
     FileCompleted,
@@ -27,6 +28,8 @@ from p2pchat.room import (
     PeerJoined,
     PeerLeft,
     PeerRefused,
+    RefusalKind,
+    SessionBroken,
     SessionReady,
     Trust,
     format_fingerprint,
@@ -55,6 +58,9 @@ def events() -> list[Event]:
         PeerRefused(PEER, "a pinned name presented a different key", True, (PINNED,)),
         PeerLeft(PEER, clean=True),
         Dialing((("127.0.0.1", 47474),), SPOOF),
+        PeerRefused(PEER, "not a known peer", False, (), RefusalKind.UNKNOWN_PEER, by_peer=True),
+        SessionBroken(PEER, "record failed authentication", 0.5),
+        DeliveryFailed(PEER, (b"\x05" * 16,), "refused: a pinned name presented a different key"),
     ]
 
 
@@ -67,9 +73,14 @@ def assert_flagged(text: str, expected_lines: int) -> None:
 def test_line_mode_flags_the_name(event: Event, monkeypatch: pytest.MonkeyPatch) -> None:
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(err, "isatty", lambda: True)  # Dialing prints on a terminal only
-    LineOutput(json_mode=False, out=out, err=err)(event)
+    face = LineOutput(json_mode=False, out=out, err=err)
+    if isinstance(event, PeerLeft):  # a peer is shown leaving once its session was shown
+        face(SessionReady(PEER, "123 456", Trust.NEW))
+        out.seek(0), out.truncate(), err.seek(0), err.truncate()
+    face(event)
     shown = out.getvalue() + err.getvalue()
-    if isinstance(event, MessageSent | Delivered):  # line mode is silent on these
+    # line mode is silent on these (a registration alone is the relay's word)
+    if isinstance(event, MessageSent | Delivered | PeerJoined):
         assert shown == ""
         return
     assert_flagged(shown, 1)
@@ -95,8 +106,16 @@ def test_json_mode_keeps_the_name_and_says_mixed(event: Event) -> None:
 
 @pytest.mark.parametrize("event", events(), ids=lambda e: type(e).__name__)
 def test_chat_screen_flags_the_name(event: Event, capsys: pytest.CaptureFixture[str]) -> None:
-    _Screen()(event)
-    assert_flagged(capsys.readouterr().out, 1)
+    screen = _Screen()
+    if isinstance(event, PeerLeft):
+        screen(SessionReady(PEER, "123 456", Trust.NEW))
+        capsys.readouterr()
+    screen(event)
+    shown = capsys.readouterr().out
+    if isinstance(event, PeerJoined):
+        assert shown == ""
+        return
+    assert_flagged(shown, 1)
 
 
 def test_a_plain_name_is_not_flagged() -> None:

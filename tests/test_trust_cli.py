@@ -38,14 +38,20 @@ def join_once(procs: ProcPool, home: Path, port: int, *extra: str, text: str) ->
     return alice
 
 
-def assert_refused_quietly(alice: Proc, host: Proc, secret: str) -> None:
-    """alice was refused with exit 3 and one clear reason; the host got nothing."""
+def assert_refused_quietly(alice: Proc, host: Proc, secret: str, *, session: bool = True) -> None:
+    """alice was refused with exit 3 and one clear reason; the host got nothing.
+    ``session``: the handshake completed before alice refused, so the host is
+    told (a refusal, not a goodbye); else the host was never shown alice."""
     assert alice.wait() == 3, alice.describe()
     err = "\n".join(alice.stderr)
     assert "Traceback" not in err
     assert alice.stderr[-1].startswith("p2pchat: error: not connecting to bob"), err
     assert not any(secret in line for line in alice.stdout)
-    host.wait_for_line("stderr", r"^p2pchat: alice (left|disconnected)$")
+    if session:
+        host.wait_for_line("stderr", r"^p2pchat: alice refused us: ")
+        host.wait_for_line("stderr", r"^p2pchat: alice (left|disconnected)$")
+    else:
+        assert not any("alice" in line for line in host.stderr), host.describe()
     assert not any(secret in line for line in host.stdout), host.describe()
     assert not any(line.startswith("alice:") for line in host.stdout), host.describe()
 
@@ -82,7 +88,7 @@ def test_expect_fingerprint(procs: ProcPool) -> None:
     wrong = fingerprint_of(procs.home("someone-else"))
 
     alice = join_once(procs, procs.home("alice"), port, "--expect-fingerprint", wrong, text="nope")
-    assert_refused_quietly(alice, bob, "nope")
+    assert_refused_quietly(alice, bob, "nope", session=False)
     assert "WARNING" in "\n".join(alice.stderr)
     # refused before any handshake: nothing was pinned on either side
     for home in (procs.home("alice"), home_bob):

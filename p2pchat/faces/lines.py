@@ -53,6 +53,7 @@ from p2pchat.room import (
 
 __all__ = [
     "LineOutput",
+    "Seen",
     "Warnings",
     "describe_trouble",
     "describe_file_event",
@@ -118,6 +119,24 @@ class Warnings:
             event.peer.fingerprint_text,
             [format_fingerprint(fp) for fp in event.pinned],
         )
+
+
+class Seen:
+    """The peers whose secure session a face has shown: only those are shown
+    leaving (a registration that never proved a key was never shown)."""
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+
+    def add(self, peer_id: int) -> None:
+        self._ids.add(peer_id)
+
+    def left(self, peer_id: int) -> bool:
+        """``peer_id`` left: True if it had been shown."""
+        if peer_id in self._ids:
+            self._ids.discard(peer_id)
+            return True
+        return False
 
 
 def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str:
@@ -263,6 +282,7 @@ class LineOutput:
         self._out = out
         self._err = err
         self._warnings = Warnings()
+        self._seen = Seen()
 
     # looked up at each print, so that the interactive UI's patched streams are used
     @property
@@ -318,6 +338,7 @@ class LineOutput:
                     flush=True,
                 )
         elif isinstance(event, SessionReady):
+            self._seen.add(event.peer.peer_id)
             if self.json_mode:
                 self.json(
                     "session",
@@ -341,14 +362,16 @@ class LineOutput:
                 "(compare it with theirs; /verify in the interactive chat)"
             )
         elif isinstance(event, PeerJoined):
+            # the relay's word only: a person reads of a peer once its key is
+            # proven ("secure session with ..."), never of a bare registration
             if self.json_mode:
                 self.json("join", **_peer_json(event.peer))
-            self.status(f"{display_name(event.peer.name)} joined")
         elif isinstance(event, PeerLeft):
             if self.json_mode:
                 self.json("leave", clean=event.clean, **_peer_json(event.peer))
-            how = "left" if event.clean else "disconnected"
-            self.status(f"{display_name(event.peer.name)} {how}")
+            if self._seen.left(event.peer.peer_id):
+                how = "left" if event.clean else "disconnected"
+                self.status(f"{display_name(event.peer.name)} {how}")
         elif isinstance(event, Delivered):
             if self.json_mode:
                 self.json(

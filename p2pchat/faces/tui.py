@@ -16,6 +16,7 @@ from typing import Any
 
 from p2pchat.faces.commands import HELP, async_run_command
 from p2pchat.faces.lines import (
+    Seen,
     Warnings,
     describe_file_event,
     describe_link_event,
@@ -34,7 +35,6 @@ from p2pchat.room import (
     FileProgress,
     MessageReceived,
     MessageSent,
-    PeerJoined,
     PeerLeft,
     PeerRefused,
     Reconnected,
@@ -64,6 +64,7 @@ class _Screen:
         self.texts: dict[bytes, str] = {}
         self._progress_at: dict[bytes, float] = {}
         self._warnings = Warnings()
+        self._seen = Seen()
 
     def say(self, text: str) -> None:
         print(f"[{_now()}] {text}", flush=True)
@@ -85,6 +86,7 @@ class _Screen:
             private = " (to you only)" if event.direct else ""
             self.say(f"{display_name(event.peer.name)}{private}: {sanitize(event.text)}")
         elif isinstance(event, SessionReady):
+            self._seen.add(event.peer.peer_id)
             if event.renewed:
                 self.say(f"* secure session with {display_name(event.peer.name)} renewed")
                 return
@@ -98,11 +100,10 @@ class _Screen:
                 f"    fingerprint  {event.peer.fingerprint_text}\n"
                 f"    short authentication string  {event.sas}  (compare aloud; /verify)"
             )
-        elif isinstance(event, PeerJoined):
-            self.say(f"* {display_name(event.peer.name)} joined")
         elif isinstance(event, PeerLeft):
-            how = "left" if event.clean else "disconnected"
-            self.say(f"* {display_name(event.peer.name)} {how}")
+            if self._seen.left(event.peer.peer_id):  # (PeerJoined: see lines.Seen)
+                how = "left" if event.clean else "disconnected"
+                self.say(f"* {display_name(event.peer.name)} {how}")
         elif isinstance(event, Delivered):
             text = self.texts.get(event.msg_id, "")
             if event.complete:
