@@ -46,7 +46,7 @@ if TYPE_CHECKING:
         Trust,
     )
     from p2pchat.room.host import Hosting
-    from p2pchat.room.link import host_listing
+    from p2pchat.room.hostpick import HostQuery, fingerprint_prefix, host_listing, instance_of
     from p2pchat.room.room import FilePolicy, Member, Room, Verification
     from p2pchat.room.transfers import Prepared, Transfer
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
@@ -71,6 +71,7 @@ __all__ = [
     "FilePolicy",
     "FileProgress",
     "HostInfo",
+    "HostQuery",
     "Hosting",
     "Member",
     "MessageReceived",
@@ -97,9 +98,11 @@ __all__ = [
     "check_name",
     "describe_error",
     "format_duration",
+    "fingerprint_prefix",
     "format_fingerprint",
     "format_size",
     "host_listing",
+    "instance_of",
     "load_identity",
     "parse_fingerprint",
     "resolve_home",
@@ -128,6 +131,7 @@ _WHERE = {
     "FilePolicy": "p2pchat.room.room",
     "FileProgress": "p2pchat.room.events",
     "HostInfo": "p2pchat.net.discovery",
+    "HostQuery": "p2pchat.room.hostpick",
     "Hosting": "p2pchat.room.host",
     "Member": "p2pchat.room.room",
     "MessageReceived": "p2pchat.room.events",
@@ -156,7 +160,9 @@ _WHERE = {
     "format_duration": "p2pchat.proto.transfer",
     "format_fingerprint": "p2pchat.proto.keys",
     "format_size": "p2pchat.proto.transfer",
-    "host_listing": "p2pchat.room.link",
+    "fingerprint_prefix": "p2pchat.room.hostpick",
+    "host_listing": "p2pchat.room.hostpick",
+    "instance_of": "p2pchat.room.hostpick",
     "load_identity": "p2pchat.store.identity",
     "parse_fingerprint": "p2pchat.proto.keys",
     "resolve_home": "p2pchat.store.identity",

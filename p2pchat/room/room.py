@@ -28,12 +28,14 @@ from p2pchat.net.relay import RelayLimits
 from p2pchat.proto.messages import check_name
 from p2pchat.room.bus import EventBus, Subscription
 from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
+from p2pchat.room.hostpick import HostQuery
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
 from p2pchat.room.transfers import DiskLimits, FileTransfers, Prepared
 from p2pchat.store.hosts import HostBook
 from p2pchat.store.identity import (
     Identity,
+    Pin,
     TrustStore,
     load_identity,
     load_storage_key,
@@ -42,6 +44,7 @@ from p2pchat.store.identity import (
 from p2pchat.store.outbox import Outbox
 
 if TYPE_CHECKING:
+    from p2pchat.net.discovery import HostInfo
     from p2pchat.room.host import Hosting, HostSeat
 
 __all__ = ["FilePolicy", "Member", "Room", "Verification"]
@@ -140,6 +143,7 @@ class Room:
         self._keeper: asyncio.Task[None] | None = None
         self.hosting: Hosting | None = None  #: where we serve, once a host has started
         self._left = False
+        self._seen: tuple[HostInfo, ...] | None = None  #: the hosts discovery saw
 
     # ------------------------------------------------------------ building
 
@@ -238,10 +242,15 @@ class Room:
             return
         deadline = time.monotonic() + s.timeout
         book = HostBook.open(self.home)
-        remembered = None
+        remembered, remembered_name = None, None
         if s.host_name and not s.connect:
-            known = [book.get(pin.fingerprint) for pin in self.trust.by_name(s.host_name)]
-            remembered = max((k for k in known if k), key=lambda k: k.reached, default=None)
+            known = [
+                (k, pin.name)
+                for pin in self._pins_for(s.host_name)
+                if (k := book.get(pin.fingerprint)) is not None
+            ]
+            if known:
+                remembered, remembered_name = max(known, key=lambda k: k[0].reached)
         target = await async_find_host(
             connect=s.connect,
             host_name=s.host_name,
@@ -250,7 +259,10 @@ class Room:
             interfaces=self._interfaces,
             choose=s.choose,
             remembered=remembered,
+            remembered_name=remembered_name,
+            pinned=self.trust.get,
         )
+        self._seen = target.seen
         link = Link(
             *args,
             require_known=self._require_known,
@@ -364,6 +376,14 @@ class Room:
         p = self._require()
         sas = p.peer_sas(found[0].peer_id) or ""
         return Verification(found[0], self.identity.fingerprint_text, sas)
+
+    def _pins_for(self, host_name: str) -> list[Pin]:
+        """The pins a join by ``host_name`` (NAME or NAME@FP) may be looking for."""
+        query = HostQuery.parse(host_name)
+        pins = [p for p in self.trust.by_name(query.name) if query.fits(p.fingerprint)]
+        if query.prefix is not None:  # a name with an "@" of its own
+            pins += [p for p in self.trust.by_name(query.text) if p not in pins]
+        return pins
 
     def mark_verified(self, fingerprint: bytes, verified: bool = True) -> None:
         """Record that this key was compared (or undo it)."""
