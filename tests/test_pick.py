@@ -134,6 +134,35 @@ def test_join_name_at_fingerprint_start(private_lo: list[str], procs: ProcPool) 
     ], none.stderr
 
 
+def test_the_other_bob_is_refused_with_the_way_to_the_pinned_one(
+    private_lo: list[str], procs: ProcPool
+) -> None:
+    """bob is pinned and on the network; alice asks for the other bob by its
+    fingerprint. It is refused (a pinned name, another key), and the advice is
+    not to forget the pin, which would pin the impostor, but to join the
+    pinned bob."""
+    need_root(private_lo)
+    real, _ = two_bobs(procs, private_lo)
+    fp_real, fp_other = fingerprint_of(procs.home("bob")), fingerprint_of(procs.home("mallory"))
+    home = procs.home("alice")
+    meet(procs, private_lo, home, real)
+    alice = join(procs, private_lo, home, f"bob@{unique_start(fp_other, fp_real)}")
+    alice.send_line("for the real bob only")
+    alice.close_stdin()
+    assert alice.wait(20) == 3, alice.describe()
+    err = "\n".join(alice.stderr)
+    assert "WARNING: ANOTHER KEY UNDER A PINNED NAME!" in err
+    assert "trust forget" not in err
+    assert f"\n    p2pchat join bob@{unique_start(fp_real, fp_other)}\n" in err, err
+    tag = fp_real.replace("-", "")[:8]
+    assert f"\n    'bob {tag}' at 127.0.0.1 port {real}\n" in err, err
+    assert alice.stderr[-1] == (
+        "p2pchat: error: not connecting to bob: a pinned name presented a different key"
+    )
+    listing = run_p2pchat("trust", "list", "--home", home).stdout
+    assert fp_real in listing and fp_other not in listing
+
+
 ADVERTISE = """
 import asyncio, sys
 from p2pchat.net.discovery import Advertiser

@@ -255,7 +255,7 @@ def join_room(args: argparse.Namespace, **extra: Any) -> Room:
 
 async def run_join(args: argparse.Namespace) -> int:
     room = join_room(args, **file_options(args))
-    out = LineOutput(json_mode=args.json)
+    out = LineOutput(json_mode=args.json, hint=room.key_hint)
     remove = room.bus.add_sink(out)
     stop = install_stop(room)
     async with room:

@@ -13,6 +13,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from p2pchat.room import (
@@ -26,6 +27,7 @@ from p2pchat.room import (
     FileFailed,
     FileOffered,
     FileProgress,
+    KeyHint,
     MessageReceived,
     MessageSent,
     PeerInfo,
@@ -40,6 +42,7 @@ from p2pchat.room import (
     format_duration,
     format_fingerprint,
     format_size,
+    instance_of,
     sanitize,
 )
 
@@ -61,24 +64,73 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
-    """The SSH-style warning printed when a pinned name presents another key."""
+def _banner(title: str) -> list[str]:
     bar = "@" * 64
+    return [bar, f"@    {title}".ljust(63) + "@", bar]
+
+
+def mismatch_warning(event: PeerRefused, hint: KeyHint | None = None) -> str:
+    """The SSH-style warning printed when a peer is refused for its key: a
+    pinned name with another key, or a host without the key it was expected
+    to have. ``hint`` (:meth:`Room.key_hint`) decides the advice: forgetting
+    the pin is never advised while the pinned key is advertised too."""
+    name, presented = event.peer.name, event.peer.fingerprint_text
+    if not event.pinned:
+        expected = hint.expected if hint is not None else None
+        source = {
+            "given": " (--expect-fingerprint)",
+            "pinned": " (pinned)",
+            "advertised": " (advertised by the host)",
+        }.get(hint.expected_by if hint is not None else "", "")
+        return "\n".join(
+            [
+                *_banner("WARNING: THIS HOST DOES NOT HAVE THE KEY EXPECTED!"),
+                f"expected{source}",
+                f"    {format_fingerprint(expected) if expected else '(another key)'}",
+                f"but {name!r} presented the key",
+                f"    {presented}",
+                "Someone could be impersonating the host, or the fingerprint you were",
+                "given is not this host's. Nothing was sent. Compare it, by another",
+                "channel, with the output of 'p2pchat id' on the host.",
+            ]
+        )
+    at = hint.pinned_at if hint is not None else None
     lines = [
-        bar,
-        "@    WARNING: THE KEY OF THIS PEER HAS CHANGED!                @",
-        bar,
+        *_banner(
+            "WARNING: ANOTHER KEY UNDER A PINNED NAME!"
+            if at is not None
+            else "WARNING: THE KEY OF THIS PEER HAS CHANGED!"
+        ),
         "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!",
         f"{name!r} is pinned with the fingerprint",
-        *[f"    {fp}" for fp in pinned],
+        *[f"    {format_fingerprint(fp)}" for fp in event.pinned],
         "but this peer proved the key",
         f"    {presented}",
+    ]
+    if at is not None and hint is not None:
+        where = f"{at.addresses[0]} port {at.port}" if at.addresses else f"port {at.port}"
+        lines += [
+            "The pinned key is on the network too: it is advertised by",
+            f"    {sanitize(instance_of(at))!r} at {where}",
+            f"so this is another device calling itself {name!r}. Nothing was sent.",
+            "Keep the pin. To join the pinned one:",
+            f"    p2pchat join {shlex.quote(sanitize(hint.pinned_selector or at.name))}",
+        ]
+        return "\n".join(lines)
+    lines += [
         "Someone could be impersonating them (a man in the middle), or they",
         "made a new key. Nothing was sent. Ask them, by another channel, for",
-        "the output of 'p2pchat id'; if it matches the new key, run",
-        f"    p2pchat trust forget {shlex.quote(name)}",
-        "and connect again.",
+        "the output of 'p2pchat id'; if it matches the new key"
+        + ("," if hint is not None and hint.looked else ""),
     ]
+    if hint is None or not hint.looked:
+        lines += [
+            "and 'p2pchat discover' does not list the pinned key (if it does, that",
+            f"is {name}, and this is someone else: keep the pin), run",
+        ]
+    else:
+        lines += ["run"]
+    lines += [f"    p2pchat trust forget {shlex.quote(name)}", "and connect again."]
     return "\n".join(lines)
 
 
@@ -196,9 +248,15 @@ class LineOutput:
     """Prints session events for line mode (``json=False``) or JSON mode."""
 
     def __init__(
-        self, *, json_mode: bool, out: TextIO | None = None, err: TextIO | None = None
+        self,
+        *,
+        json_mode: bool,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        hint: Callable[[PeerRefused], KeyHint] | None = None,
     ) -> None:
         self.json_mode = json_mode
+        self.hint = hint  #: Room.key_hint, for the advice on a refused key
         self._out = out
         self._err = err
 
@@ -286,16 +344,8 @@ class LineOutput:
                 )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
-                print(
-                    mismatch_warning(
-                        event.peer.name,
-                        event.peer.fingerprint_text,
-                        [format_fingerprint(fp) for fp in event.pinned]
-                        or ["(not pinned: the key expected for this host)"],
-                    ),
-                    file=self.err,
-                    flush=True,
-                )
+                hint = self.hint(event) if self.hint is not None else None
+                print(mismatch_warning(event, hint), file=self.err, flush=True)
             if self.json_mode:
                 self.json("refused", reason=event.reason, **_peer_json(event.peer))
             self.status(f"refused {event.peer.name}: {event.reason}")

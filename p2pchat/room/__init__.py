@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from p2pchat.room.host import Hosting
     from p2pchat.room.hostpick import HostQuery, fingerprint_prefix, host_listing, instance_of
-    from p2pchat.room.room import FilePolicy, Member, Room, Verification
+    from p2pchat.room.room import FilePolicy, KeyHint, Member, Room, Verification
     from p2pchat.room.transfers import Prepared, Transfer
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
@@ -73,6 +73,7 @@ __all__ = [
     "HostInfo",
     "HostQuery",
     "Hosting",
+    "KeyHint",
     "Member",
     "MessageReceived",
     "MessageSent",
@@ -133,6 +134,7 @@ _WHERE = {
     "HostInfo": "p2pchat.net.discovery",
     "HostQuery": "p2pchat.room.hostpick",
     "Hosting": "p2pchat.room.host",
+    "KeyHint": "p2pchat.room.room",
     "Member": "p2pchat.room.room",
     "MessageReceived": "p2pchat.room.events",
     "MessageSent": "p2pchat.room.events",

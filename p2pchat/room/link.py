@@ -417,8 +417,16 @@ def host_failure(participant: Participant) -> P2PChatError | None:
     host_id = participant.host_id
     for event in participant.refusals:
         if event.peer.peer_id == host_id:
+            reason = event.reason
+            expected = participant.expected_host
+            if event.mismatch and expected not in (None, event.peer.fingerprint):
+                assert expected is not None
+                reason += (
+                    f" (expected {format_fingerprint(expected)}, the host presented "
+                    f"{event.peer.fingerprint_text})"
+                )
             return RefusedError(
-                f"not connecting to {event.peer.name}: {event.reason}", for_trust=event.kind.trust
+                f"not connecting to {event.peer.name}: {reason}", for_trust=event.kind.trust
             )
     if participant.disconnected is not None and not participant.is_ready(host_id or -1):
         return BrokenConnectionError(participant.disconnected.reason)

@@ -27,8 +27,8 @@ from p2pchat.errors import ConfigError, LocalProtocolError, P2PChatError
 from p2pchat.net.relay import RelayLimits
 from p2pchat.proto.messages import check_name
 from p2pchat.room.bus import EventBus, Subscription
-from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
-from p2pchat.room.hostpick import HostQuery
+from p2pchat.room.events import Event, MessageSent, PeerInfo, PeerRefused, RoomEnded
+from p2pchat.room.hostpick import HostQuery, selector
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
 from p2pchat.room.transfers import DiskLimits, FileTransfers, Prepared
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from p2pchat.net.discovery import HostInfo
     from p2pchat.room.host import Hosting, HostSeat
 
-__all__ = ["FilePolicy", "Member", "Room", "Verification"]
+__all__ = ["FilePolicy", "KeyHint", "Member", "Room", "Verification"]
 
 #: What to do with files offered to us: accept into ``file_dir``, ask (the
 #: face calls :meth:`Room.accept` or :meth:`Room.reject`), or refuse.
@@ -70,6 +70,24 @@ class Verification:
     peer: PeerInfo
     own_fingerprint: str
     sas: str  #: the short authentication string of the current session
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHint:
+    """What a face needs to advise on a refused key (:meth:`Room.key_hint`)."""
+
+    #: the key the host was expected to have, when no pin of its name was in the way
+    expected: bytes | None = None
+    #: where that expectation came from: "given" (--expect-fingerprint), "pinned"
+    #: or "advertised" (the host's mDNS advertisement)
+    expected_by: str = ""
+    #: a host seen advertising the pinned key of that name: the pinned peer is
+    #: on the network too, so the one refused is someone else
+    pinned_at: HostInfo | None = None
+    #: ``NAME@FP`` that joins ``pinned_at``
+    pinned_selector: str | None = None
+    #: discovery ran, so a pinned key it did not see was not advertised
+    looked: bool = False
 
 
 def _file_service(
@@ -376,6 +394,29 @@ class Room:
         p = self._require()
         sas = p.peer_sas(found[0].peer_id) or ""
         return Verification(found[0], self.identity.fingerprint_text, sas)
+
+    def key_hint(self, event: PeerRefused) -> KeyHint:
+        """What is known about a refused key beyond the event: the key the host
+        was expected to have, and whether the pinned key of that name is
+        advertised on the network too (then forgetting the pin would be wrong)."""
+        seen = self._seen
+        at = next((h for h in seen or () if h.fingerprint in event.pinned), None)
+        expected, by = None, ""
+        p = self.participant
+        want = p.expected_host if p is not None else None
+        if (
+            p is not None
+            and event.peer.peer_id == p.host_id
+            and not event.pinned
+            and want not in (None, event.peer.fingerprint)
+        ):
+            expected = want
+            if want == self._setup.expect:
+                by = "given"
+            else:
+                by = "pinned" if want is not None and self.trust.get(want) else "advertised"
+        sel = selector(at, seen or ()) if at is not None else None
+        return KeyHint(expected, by, at, sel, seen is not None)
 
     def _pins_for(self, host_name: str) -> list[Pin]:
         """The pins a join by ``host_name`` (NAME or NAME@FP) may be looking for."""
