@@ -277,3 +277,38 @@ def test_the_picker_takes_a_name_and_fingerprint_start() -> None:
     bob1, bob2 = host("bob", b"\x01" * 32), host("bob", b"\x02" * 32)
     typed = format_fingerprint(b"\x02" * 32)[:4].lower()
     assert pick_host([bob1, bob2], f"bob@{typed}") is bob2
+
+
+def test_the_picker_on_a_terminal(private_lo: list[str], procs: ProcPool) -> None:
+    """``join`` on a terminal with two bobs, the real one pinned: numbered rows
+    (the pinned one marked), an ambiguous name asked again, NAME@FP picks."""
+    need_root(private_lo)
+    import pexpect
+
+    real, _ = two_bobs(procs, private_lo)
+    fp_real, fp_other = fingerprint_of(procs.home("bob")), fingerprint_of(procs.home("mallory"))
+    home = procs.home("alice")
+    meet(procs, private_lo, home, real)
+    env = base_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="160", LINES="40")
+    argv = [
+        *private_lo[1:], sys.executable, "-m", "p2pchat", "join", "--name", "alice",
+        "--home", str(home), "--interface", "127.0.0.1",
+    ]  # fmt: skip
+    child = pexpect.spawn(
+        private_lo[0], argv, env=env, dimensions=(40, 160), encoding="utf-8", timeout=20
+    )
+    try:
+        child.expect("Several hosts found:")
+        child.expect(rf"  [12]\. bob  \(bob [A-Z2-7]{{8}}\)  {re.escape(start(fp_real, 12))}  "
+                     rf"127\.0\.0\.1 port {real}  pinned")  # fmt: skip
+        child.expect(re.escape("Join which one (number, name or start of the fingerprint)? "))
+        child.send("bob\r")
+        child.expect("2 hosts are called 'bob': type the number of the one you mean")
+        child.send(f"bob@{unique_start(fp_real, fp_other).lower()}\r")
+        child.expect(r"secure session with bob \(known key\)")
+        child.expect("you are alice; type /help for commands")
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
