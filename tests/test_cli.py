@@ -325,7 +325,8 @@ def test_help_mentions_every_documented_flag() -> None:
                 f"{command} --help does not mention {flag}"
             )
     join_help = run_p2pchat("join", "--help").stdout
-    assert "HOSTNAME" in join_help.upper()
+    assert "NAME[@FP]" in join_help  # the host to join, as README's table writes it
+    assert "bob@JG3F" in join_help
     for action in ("list", "forget", "verify"):
         assert action in run_p2pchat("trust", "--help").stdout
 

@@ -129,9 +129,11 @@ def test_a_plain_name_is_not_flagged() -> None:
 def test_the_key_change_warning_says_forget_by_fingerprint() -> None:
     """The pin is under a look-alike name: 'trust forget bоb' would not find it."""
     fp = format_fingerprint(PINNED)
-    warning = mismatch_warning(SPOOF, format_fingerprint(PEER.fingerprint), [fp])
+    refused = PeerRefused(PEER, "a pinned name presented a different key", True, (PINNED,))
+    warning = mismatch_warning(refused)
     assert_flagged(warning, 1)
     assert f"p2pchat trust forget {fp}" in warning
     assert f"trust forget {SPOOF}" not in warning
-    # a host's expected key (nothing pinned): forget by the name, as before
-    assert "p2pchat trust forget bob" in mismatch_warning("bob", fp, [])
+    # a host's expected key (nothing pinned): nothing to forget
+    expected = PeerRefused(PEER, "its key is not the one expected", True, ())
+    assert "trust forget" not in mismatch_warning(expected)

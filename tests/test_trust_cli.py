@@ -74,7 +74,10 @@ def test_changed_key_is_refused_loudly_and_nothing_is_sent(procs: ProcPool) -> N
     assert "Nothing was sent." in err
     assert fingerprint_of(procs.home("bob")) in err  # the pinned key
     assert fingerprint_of(procs.home("fake-bob")) in err  # the key it proved
+    # nobody looked whether the pinned bob is on the network (--connect): the
+    # advice to forget the pin (by its fingerprint) says to look first
     assert f"p2pchat trust forget {fingerprint_of(procs.home('bob'))}" in err
+    assert "'p2pchat discover' does not list the pinned key" in err
     assert "pinned name presented a different key" in alice.stderr[-1]
     # the pin is unchanged: still the real bob only
     listing = run_p2pchat("trust", "list", "--home", home_alice).stdout
@@ -89,7 +92,16 @@ def test_expect_fingerprint(procs: ProcPool) -> None:
 
     alice = join_once(procs, procs.home("alice"), port, "--expect-fingerprint", wrong, text="nope")
     assert_refused_quietly(alice, bob, "nope", session=False)
-    assert "WARNING" in "\n".join(alice.stderr)
+    # nothing is pinned: no "trust forget", but both keys, and which is which
+    err = "\n".join(alice.stderr)
+    assert "WARNING: THIS HOST DOES NOT HAVE THE KEY EXPECTED!" in err
+    assert "trust forget" not in err
+    assert f"expected (--expect-fingerprint)\n    {wrong}\nbut bob presented the key\n" in err
+    assert f"presented the key\n    {fingerprint_of(home_bob)}\n" in err
+    assert alice.stderr[-1] == (
+        "p2pchat: error: not connecting to bob: its key is not the one expected for this "
+        f"host (expected {wrong}, the host presented {fingerprint_of(home_bob)})"
+    )
     # refused before any handshake: nothing was pinned on either side
     for home in (procs.home("alice"), home_bob):
         assert "no pinned peers" in run_p2pchat("trust", "list", "--home", home).stdout

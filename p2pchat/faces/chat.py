@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -19,14 +20,20 @@ from p2pchat.faces.lines import LineOutput
 from p2pchat.room import (
     ExitCode,
     FilePolicy,
+    HostQuery,
     RelayLimits,
     Room,
+    TrustStore,
     display_name,
+    fingerprint_prefix,
     format_fingerprint,
     host_listing,
+    resolve_home,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from p2pchat.room import HostInfo
 
 __all__ = ["install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
@@ -174,21 +181,25 @@ async def _host_lines(room: Room, out: LineOutput, stop: asyncio.Event) -> None:
 
 def pick_host(hosts: list[HostInfo], answer: str) -> HostInfo | str:
     """The host ``answer`` names: its number in the list, a name only one host
-    has, or the start of one host's fingerprint (4 characters at least). Else
-    why not, to ask again: anyone can advertise any name, so a name two hosts
-    share never picks one of them."""
+    has, NAME@FP, or the start of one host's fingerprint (4 characters at
+    least). Else why not, to ask again: anyone can advertise any name, so a
+    name two hosts share never picks one of them."""
     answer = answer.strip()
     if answer.isdigit():
         if 1 <= int(answer) <= len(hosts):
             return hosts[int(answer) - 1]
         return f"there is no host number {answer}"
-    named = [h for h in hosts if h.name == answer]
+    query = HostQuery.parse(answer)
+    named = query.select(hosts)
     if len(named) == 1:
         return named[0]
     if named:
-        return f"{len(named)} hosts are called {answer!r}: type the number of the one you mean"
-    prefix = answer.upper().replace("-", "")
-    if len(prefix) >= 4:
+        return (
+            f"{len(named)} hosts are called {query.text!r}: type the number of the one "
+            "you mean, or the start of its fingerprint"
+        )
+    prefix = fingerprint_prefix(answer)
+    if prefix is not None:
         by_fp = [
             h
             for h in hosts
@@ -200,16 +211,16 @@ def pick_host(hosts: list[HostInfo], answer: str) -> HostInfo | str:
     return f"no host matches {answer!r}"
 
 
-async def choose_host(hosts: list[HostInfo]) -> HostInfo | None:
-    """The picker on a terminal: a numbered list, asked until the answer picks
-    exactly one (three tries; an empty answer or end of input picks none)."""
-    lines = host_listing(hosts).splitlines()
-    listing = "\n".join(f"{i:3}. {line.strip()}" for i, line in enumerate(lines, 1))
+async def choose_host(hosts: list[HostInfo], trust: TrustStore | None = None) -> HostInfo | None:
+    """The picker on a terminal: a numbered list (pinned keys marked), asked
+    until the answer picks exactly one (three tries; an empty answer or end of
+    input picks none)."""
+    listing = host_listing(hosts, trust.get if trust is not None else None)
     print(f"Several hosts found:\n{listing}", file=sys.stderr)
     for _ in range(3):
         try:
             answer = await asyncio.to_thread(
-                input, "Join which one (number, name or fingerprint)? "
+                input, "Join which one (number, name or start of the fingerprint)? "
             )
         except EOFError:
             return None
@@ -220,6 +231,11 @@ async def choose_host(hosts: list[HostInfo]) -> HostInfo | None:
             return picked
         print(f"p2pchat: {picked}", file=sys.stderr)
     return None
+
+
+def _chooser(args: argparse.Namespace) -> Callable[[list[HostInfo]], Awaitable[HostInfo | None]]:
+    trust = TrustStore.open(resolve_home(args.home))
+    return functools.partial(choose_host, trust=trust)
 
 
 def join_room(args: argparse.Namespace, **extra: Any) -> Room:
@@ -233,14 +249,14 @@ def join_room(args: argparse.Namespace, **extra: Any) -> Room:
         timeout=args.timeout,
         interfaces=args.interface or [],
         require_known=args.require_known,
-        choose=choose_host if interactive(args) else None,
+        choose=_chooser(args) if interactive(args) else None,
         **extra,
     )
 
 
 async def run_join(args: argparse.Namespace) -> int:
     room = join_room(args, **file_options(args))
-    out = LineOutput(json_mode=args.json)
+    out = LineOutput(json_mode=args.json, hint=room.key_hint)
     remove = room.bus.add_sink(out)
     stop = install_stop(room)
     async with room:

@@ -2,8 +2,9 @@
 
 Every expected failure is one clear line on stderr and a non-zero exit code:
 1 general failure (peer left, connection lost, incompatible version), 2 no
-host found / several hosts and none named / bad usage, 3 a key mismatch or a
-peer refused by trust settings, 4 messages not delivered within --timeout.
+host found / several hosts and none named / bad usage, 3 a key mismatch, a
+host proving another name than the one asked for, or a peer refused by trust
+settings, 4 messages not delivered within --timeout.
 Heavy modules (zeroconf, prompt_toolkit, the protocol) load only when a
 command needs them.
 """
@@ -240,7 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
         "sent, every received message is printed as 'NAME: TEXT'; join exits 0 once stdin "
         "ends and everything sent was delivered.",
     )
-    join.add_argument("hostname", nargs="?", help="join the host with this name")
+    join.add_argument(
+        "hostname",
+        nargs="?",
+        metavar="NAME[@FP]",
+        help="join the host with this name; among several of that name, NAME@FP picks "
+        "the one whose fingerprint starts with FP (4 characters or more, as 'p2pchat id' "
+        "shows it, dashes optional: bob@JG3F). Once a host is pinned, NAME finds its key",
+    )
     _add_name(join)
     join.add_argument(
         "--connect",

@@ -16,6 +16,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from p2pchat.room import (
@@ -30,6 +31,7 @@ from p2pchat.room import (
     FileFailed,
     FileOffered,
     FileProgress,
+    KeyHint,
     MessageReceived,
     MessageSent,
     PeerInfo,
@@ -46,6 +48,7 @@ from p2pchat.room import (
     format_duration,
     format_fingerprint,
     format_size,
+    instance_of,
     is_mixed_script,
     refused_text,
     sanitize,
@@ -72,30 +75,75 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def mismatch_warning(name: str, presented: str, pinned: list[str]) -> str:
-    """The SSH-style warning printed when a pinned name (or a look-alike of
-    one) presents another key. ``pinned``: the fingerprints pinned under it
-    (none when the key expected was given or remembered for a host). The
-    pins are named by fingerprint to forget: one pinned under a look-alike
-    name is not named ``name``."""
+def _banner(title: str) -> list[str]:
     bar = "@" * 64
-    forget = [f"    p2pchat trust forget {fp}" for fp in pinned]
+    return [bar, f"@    {title}".ljust(63) + "@", bar]
+
+
+def mismatch_warning(event: PeerRefused, hint: KeyHint | None = None) -> str:
+    """The SSH-style warning printed when a peer is refused for its key: a
+    pinned name with another key, or a host without the key it was expected
+    to have. ``hint`` (:meth:`Room.key_hint`) decides the advice: forgetting
+    the pin is never advised while the pinned key is advertised too."""
+    name, presented = display_name(event.peer.name), event.peer.fingerprint_text
+    if not event.pinned:
+        expected = hint.expected if hint is not None else None
+        source = {
+            "given": " (--expect-fingerprint)",
+            "pinned": " (pinned)",
+            "advertised": " (advertised by the host)",
+        }.get(hint.expected_by if hint is not None else "", "")
+        return "\n".join(
+            [
+                *_banner("WARNING: THIS HOST DOES NOT HAVE THE KEY EXPECTED!"),
+                f"expected{source}",
+                f"    {format_fingerprint(expected) if expected else '(another key)'}",
+                f"but {name} presented the key",
+                f"    {presented}",
+                "Someone could be impersonating the host, or the fingerprint you were",
+                "given is not this host's. Nothing was sent. Compare it, by another",
+                "channel, with the output of 'p2pchat id' on the host.",
+            ]
+        )
+    at = hint.pinned_at if hint is not None else None
     lines = [
-        bar,
-        "@    WARNING: THE KEY OF THIS PEER HAS CHANGED!                @",
-        bar,
+        *_banner(
+            "WARNING: ANOTHER KEY UNDER A PINNED NAME!"
+            if at is not None
+            else "WARNING: THE KEY OF THIS PEER HAS CHANGED!"
+        ),
         "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!",
-        f"{display_name(name)} is pinned (as that name or one that looks like it)",
-        "with the fingerprint",
-        *[f"    {fp}" for fp in pinned or ["(not pinned: the key expected for this host)"]],
+        f"{name} is pinned (as that name or one that looks like it) with the fingerprint",
+        *[f"    {format_fingerprint(fp)}" for fp in event.pinned],
         "but this peer proved the key",
         f"    {presented}",
+    ]
+    if at is not None and hint is not None:
+        where = f"{at.addresses[0]} port {at.port}" if at.addresses else f"port {at.port}"
+        lines += [
+            "The pinned key is on the network too: it is advertised by",
+            f"    {sanitize(instance_of(at))!r} at {where}",
+            f"so this is another device calling itself {name}. Nothing was sent.",
+            "Keep the pin. To join the pinned one:",
+            f"    p2pchat join {shlex.quote(sanitize(hint.pinned_selector or at.name))}",
+        ]
+        return "\n".join(lines)
+    lines += [
         "Someone could be impersonating them (a man in the middle), or they",
         "made a new key. Nothing was sent. Ask them, by another channel, for",
-        "the output of 'p2pchat id'; if it matches the new key, run",
-        *(forget or [f"    p2pchat trust forget {shlex.quote(name)}"]),
-        "and connect again.",
+        "the output of 'p2pchat id'; if it matches the new key"
+        + ("," if hint is not None and hint.looked else ""),
     ]
+    if hint is None or not hint.looked:
+        lines += [
+            "and 'p2pchat discover' does not list the pinned key (if it does, that",
+            f"is {name}, and this is someone else: keep the pin), run",
+        ]
+    else:
+        lines += ["run"]
+    # by fingerprint: a pin under a look-alike name is not found by this name
+    forget = [f"    p2pchat trust forget {format_fingerprint(fp)}" for fp in event.pinned]
+    lines += [*forget, "and connect again."]
     return "\n".join(lines)
 
 
@@ -106,7 +154,7 @@ class Warnings:
     def __init__(self) -> None:
         self._shown: set[tuple[str, bytes]] = set()
 
-    def mismatch(self, event: PeerRefused) -> str:
+    def mismatch(self, event: PeerRefused, hint: KeyHint | None = None) -> str:
         key = (event.peer.name, event.peer.fingerprint)
         if key in self._shown:
             return (
@@ -114,11 +162,7 @@ class Warnings:
                 f"{event.peer.fingerprint_text[:19]}...; see the warning above)"
             )
         self._shown.add(key)
-        return mismatch_warning(
-            event.peer.name,
-            event.peer.fingerprint_text,
-            [format_fingerprint(fp) for fp in event.pinned],
-        )
+        return mismatch_warning(event, hint)
 
 
 class Seen:
@@ -145,7 +189,7 @@ def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str
     name = display_name(event.peer.name)
     if isinstance(event, PeerRefused):
         if event.by_peer:
-            return refused_text(event)
+            return refused_text(event, None)
         return f"refused {name}: {event.reason}"
     if isinstance(event, SessionBroken):
         when = f" in {event.retry_in:.1f} s" if event.retry_in >= 0.1 else ""
@@ -276,9 +320,15 @@ class LineOutput:
     """Prints session events for line mode (``json=False``) or JSON mode."""
 
     def __init__(
-        self, *, json_mode: bool, out: TextIO | None = None, err: TextIO | None = None
+        self,
+        *,
+        json_mode: bool,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        hint: Callable[[PeerRefused], KeyHint] | None = None,
     ) -> None:
         self.json_mode = json_mode
+        self.hint = hint  #: Room.key_hint, for the advice on a refused key
         self._out = out
         self._err = err
         self._warnings = Warnings()
@@ -384,7 +434,8 @@ class LineOutput:
                 )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
-                print(self._warnings.mismatch(event), file=self.err, flush=True)
+                hint = self.hint(event) if self.hint is not None else None
+                print(self._warnings.mismatch(event, hint), file=self.err, flush=True)
             if self.json_mode:
                 self.json(
                     "refused",

@@ -81,7 +81,7 @@ async def run_send(args: argparse.Namespace) -> int:
     path = _check_path(args.path)
     rate = args.limit_rate * MIB if args.limit_rate else None
     room = join_room(args, limit_rate=rate, durable=False)
-    watch = _Watch(LineOutput(json_mode=args.json), args.json)
+    watch = _Watch(LineOutput(json_mode=args.json, hint=room.key_hint), args.json)
     room.bus.add_sink(watch)
     stop = install_stop(room)
     deadline = time.monotonic() + args.timeout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from p2pchat.faces.commands import HELP, async_run_command
@@ -33,6 +33,7 @@ from p2pchat.room import (
     FileFailed,
     FileOffered,
     FileProgress,
+    KeyHint,
     MessageReceived,
     MessageSent,
     PeerLeft,
@@ -60,7 +61,8 @@ PROGRESS_EVERY = 2.0
 
 
 class _Screen:
-    def __init__(self) -> None:
+    def __init__(self, hint: Callable[[PeerRefused], KeyHint] | None = None) -> None:
+        self.hint = hint  #: Room.key_hint, for the advice on a refused key
         self.texts: dict[bytes, str] = {}
         self._progress_at: dict[bytes, float] = {}
         self._warnings = Warnings()
@@ -119,7 +121,8 @@ class _Screen:
                 )
         elif isinstance(event, PeerRefused):
             if event.mismatch:
-                print(self._warnings.mismatch(event), flush=True)
+                hint = self.hint(event) if self.hint is not None else None
+                print(self._warnings.mismatch(event, hint), flush=True)
             self.say(f"! {describe_trouble(event)}")
         elif isinstance(event, SessionBroken | DeliveryFailed):
             self.say(f"! {describe_trouble(event)}")
@@ -169,7 +172,7 @@ async def run_interactive(room: Room, stop: asyncio.Event, *, replaced: Any = No
     from prompt_toolkit import PromptSession
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    screen = _Screen()
+    screen = _Screen(room.key_hint)
     if replaced is not None:
         replaced()
     remove = room.bus.add_sink(screen)

@@ -50,8 +50,9 @@ if TYPE_CHECKING:
         Trust,
     )
     from p2pchat.room.host import Hosting
-    from p2pchat.room.link import host_listing, refused_text
-    from p2pchat.room.room import FilePolicy, Member, Room, Verification
+    from p2pchat.room.hostpick import HostQuery, fingerprint_prefix, host_listing, instance_of
+    from p2pchat.room.link import refused_text
+    from p2pchat.room.room import FilePolicy, KeyHint, Member, Room, Verification
     from p2pchat.room.transfers import Prepared, Transfer
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
@@ -77,7 +78,9 @@ __all__ = [
     "FilePolicy",
     "FileProgress",
     "HostInfo",
+    "HostQuery",
     "Hosting",
+    "KeyHint",
     "Member",
     "Missing",
     "MessageReceived",
@@ -106,11 +109,13 @@ __all__ = [
     "describe_error",
     "display_name",
     "format_duration",
+    "fingerprint_prefix",
     "format_fingerprint",
     "format_size",
     "host_listing",
     "refused_text",
     "is_mixed_script",
+    "instance_of",
     "load_identity",
     "name_scripts",
     "parse_fingerprint",
@@ -142,7 +147,9 @@ _WHERE = {
     "FilePolicy": "p2pchat.room.room",
     "FileProgress": "p2pchat.room.events",
     "HostInfo": "p2pchat.net.discovery",
+    "HostQuery": "p2pchat.room.hostpick",
     "Hosting": "p2pchat.room.host",
+    "KeyHint": "p2pchat.room.room",
     "Member": "p2pchat.room.room",
     "MessageReceived": "p2pchat.room.events",
     "MessageSent": "p2pchat.room.events",
@@ -173,9 +180,11 @@ _WHERE = {
     "format_duration": "p2pchat.proto.transfer",
     "format_fingerprint": "p2pchat.proto.keys",
     "format_size": "p2pchat.proto.transfer",
-    "host_listing": "p2pchat.room.link",
     "refused_text": "p2pchat.room.link",
     "is_mixed_script": "p2pchat.proto.names",
+    "fingerprint_prefix": "p2pchat.room.hostpick",
+    "host_listing": "p2pchat.room.hostpick",
+    "instance_of": "p2pchat.room.hostpick",
     "load_identity": "p2pchat.store.identity",
     "name_scripts": "p2pchat.proto.names",
     "parse_fingerprint": "p2pchat.proto.keys",

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, NoReturn
 
 from p2pchat.config import DEFAULT_PORT
 from p2pchat.errors import (
@@ -39,18 +40,21 @@ from p2pchat.net.dial import (
     rank,
 )
 from p2pchat.proto.keys import format_fingerprint
-from p2pchat.proto.names import display_name
+from p2pchat.proto.names import display_name, fold
+from p2pchat.proto.text import sanitize
 from p2pchat.room.bus import EventBus
 from p2pchat.room.events import (
     Connected,
     Dialing,
     Event,
+    PeerInfo,
     PeerRefused,
     Reconnected,
     Reconnecting,
     RefusalKind,
     RoomEnded,
 )
+from p2pchat.room.hostpick import HostQuery, PinLookup, choose_hint, host_listing
 from p2pchat.room.participant import FileHandler, Participant
 from p2pchat.store.hosts import HostBook, KnownHost
 from p2pchat.store.identity import Identity, TrustStore
@@ -83,6 +87,10 @@ class Target:
     addresses: tuple[tuple[str, int], ...]
     expected: bytes | None
     name: str | None = None  #: the advertised name, when found by discovery
+    #: the name the host must prove in the handshake (joining by name), else None
+    proves: str | None = None
+    #: every host discovery saw on the way (None: no discovery was done)
+    seen: tuple[HostInfo, ...] | None = None
 
 
 def parse_connect(value: str) -> tuple[str, int]:
@@ -105,15 +113,6 @@ def parse_connect(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def host_listing(hosts: Sequence[HostInfo]) -> str:
-    """The hosts found, one line each (what the several-hosts error shows)."""
-    return "\n".join(
-        f"  {display_name(h.name):20} {', '.join(h.addresses)} port {h.port}  "
-        f"{format_fingerprint(h.fingerprint) if h.fingerprint else '(no fingerprint)'}"
-        for h in hosts
-    )
-
-
 async def async_find_host(
     *,
     connect: str | None,
@@ -123,65 +122,87 @@ async def async_find_host(
     interfaces: Sequence[str],
     choose: Chooser | None,
     remembered: KnownHost | None = None,
+    remembered_name: str | None = None,
+    pinned: PinLookup | None = None,
 ) -> Target:
     """Where to connect (``connect``, else discovery) and the host fingerprint to
-    expect. ``remembered``: where the pinned host of that name was last reached;
+    expect. ``host_name`` is NAME or NAME@FP (:class:`HostQuery`). ``remembered``:
+    where the pinned host of that name (``remembered_name``) was last reached;
     then discovery gets a short while, and the remembered addresses are tried
-    too (alone, if mDNS finds nothing: multicast may be blocked)."""
+    too (alone, if mDNS finds nothing: multicast may be blocked). ``pinned``
+    marks the pinned hosts in a list to choose from."""
     if connect:
         return Target((parse_connect(connect),), expect)
-    if remembered is not None:
+    query = HostQuery.parse(host_name) if host_name else None
+    if query is not None and expect is not None and not query.fits(expect):
+        raise ConfigError(
+            f"--expect-fingerprint {format_fingerprint(expect)} does not start with "
+            f"{query.prefix} ({query.text!r})"
+        )
+    if remembered is not None and query is not None:
+        fp = expect or remembered.fingerprint
         mine = tuple((a, remembered.port) for a in remembered.addresses)
         try:
             # the pinned key is what we look for: another host with that name
             # (anyone can advertise any) is passed over, not raced against it
-            host = await _discover(
-                host_name,
-                expect or remembered.fingerprint,
+            host, seen = await _discover(
+                query,
+                fp,
                 min(timeout, REMEMBERED_BROWSE),
                 interfaces,
                 choose,
+                pinned,
+                given=expect is not None,
             )
         except DiscoveryError:
-            return Target(mine, expect or remembered.fingerprint, host_name)
-        target = _target(host, expect)
+            return Target(mine, fp, host_name, remembered_name or query.name)
+        target = _target(host, expect, seen)
         if host.fingerprint == remembered.fingerprint:
-            return Target(target.addresses + mine, target.expected, target.name)
+            return replace(target, addresses=target.addresses + mine)
         return target
-    return _target(await _discover(host_name, expect, timeout, interfaces, choose), expect)
+    host, seen = await _discover(
+        query, expect, timeout, interfaces, choose, pinned, given=expect is not None
+    )
+    return _target(host, expect, seen, by_name=query is not None)
 
 
-def _target(host: HostInfo, expect: bytes | None) -> Target:
+def _target(
+    host: HostInfo, expect: bytes | None, seen: Sequence[HostInfo], *, by_name: bool = True
+) -> Target:
     expected = expect
     if host.fingerprint is not None:
         if expect is not None and host.fingerprint != expect:
             raise KeyMismatchError(
-                f"the host {display_name(host.name)} advertises a fingerprint other than "
-                "--expect-fingerprint; nothing was sent"
+                f"the host {display_name(host.name)} advertises "
+                f"{format_fingerprint(host.fingerprint)}, not the key expected "
+                f"(--expect-fingerprint {format_fingerprint(expect)}); nothing was sent"
             )
         expected = expect or host.fingerprint
-    return Target(tuple((a, host.port) for a in host.addresses), expected, host.name)
+    addresses = tuple((a, host.port) for a in host.addresses)
+    return Target(addresses, expected, host.name, host.name if by_name else None, tuple(seen))
 
 
 async def _discover(
-    host_name: str | None,
+    query: HostQuery | None,
     expect: bytes | None,
     timeout: float,
     interfaces: Sequence[str],
     choose: Chooser | None,
-) -> HostInfo:
+    pinned: PinLookup | None,
+    *,
+    given: bool,
+) -> tuple[HostInfo, list[HostInfo]]:
+    """The host meant, and every host seen. ``expect``: the key it must
+    advertise, given by --expect-fingerprint (``given``) or pinned."""
     from p2pchat.net.discovery import BrowseReport, async_browse, resolve_interfaces  # zeroconf
 
     bind = resolve_interfaces(interfaces)
     report = BrowseReport(bind)
     seen: list[HostInfo] = []
-    if host_name:
-
-        def named(h: HostInfo) -> bool:
-            return h.name == host_name or h.instance.split(".")[0] == host_name
+    if query is not None:
 
         def want(h: HostInfo) -> bool:
-            return named(h) and (expect is None or h.fingerprint == expect)
+            return query.wants(h) and (expect is None or h.fingerprint == expect)
 
         # a first contact waits a moment for a second host of that name: one
         # is never picked over another that calls itself the same
@@ -189,10 +210,21 @@ async def _discover(
         seen = await async_browse(
             timeout=timeout, interfaces=bind, want=want, settle=settle, report=report
         )
-        hosts = [h for h in seen if want(h)]
-        if not hosts and expect is not None and any(named(h) for h in seen):
+        hosts = query.select([h for h in seen if want(h)])
+        others = query.select(seen)
+        if not hosts and expect is not None and others:
+            theirs = ", ".join(
+                format_fingerprint(h.fingerprint)[:14] + "..." if h.fingerprint else "none"
+                for h in others[:3]
+            )
+            if given:
+                raise KeyMismatchError(
+                    f"the host {query.name!r} advertises the key {theirs}, not the key "
+                    f"expected (--expect-fingerprint {format_fingerprint(expect)}); "
+                    "nothing was sent"
+                )
             raise DiscoveryError(
-                f"a host named {host_name!r} answered, but not with the key expected "
+                f"a host named {query.name!r} answered, but not with the key expected "
                 f"({format_fingerprint(expect)[:24]}...): someone else may be using that "
                 "name; if the host's key really changed, 'p2pchat trust forget' it first"
             )
@@ -200,38 +232,34 @@ async def _discover(
         hosts = await async_browse(
             timeout=timeout, interfaces=bind, want=lambda h: True, settle=0.25, report=report
         )
+        seen = list(hosts)
     if expect is not None:
         hosts = [h for h in hosts if h.fingerprint in (None, expect)] or hosts
     if not hosts:
-        if host_name and seen:
+        what = f"no host {query.describe()}" if query else "no p2pchat host"
+        if query and seen:
             found = sorted({display_name(h.name) for h in seen})
             more = f" and {len(found) - 10} more" if len(found) > 10 else ""
             names = ", ".join(found[:10]) + more
-            raise DiscoveryError(
-                f"no host named {host_name!r} found within {timeout:g} s; hosts seen: {names}"
-            )
-        what = f"no host named {host_name!r}" if host_name else "no p2pchat host"
+            raise DiscoveryError(f"{what} found within {timeout:g} s; hosts seen: {names}")
         raise DiscoveryError(
             f"{what} found within {timeout:g} s: {report.describe()}. If you know the "
             "host's address, use 'p2pchat join --connect ADDR' ('p2pchat doctor' checks "
             "this machine's side)."
         )
     if len(hosts) == 1:
-        return hosts[0]
+        return hosts[0], seen
     if choose is None:
-        if host_name:
-            raise DiscoveryError(
-                f"{len(hosts)} hosts are called {host_name!r} (anyone can advertise any "
-                "name): pick one with --expect-fingerprint FP or --connect ADDR:\n"
-                f"{host_listing(hosts)}"
-            )
-        raise DiscoveryError(
-            f"several hosts found; name one (p2pchat join NAME):\n{host_listing(hosts)}"
+        what = (
+            f"{len(hosts)} hosts are called {query.text!r} (anyone can advertise any name)"
+            if query
+            else f"{len(hosts)} hosts found"
         )
+        raise DiscoveryError(f"{what}:\n{host_listing(hosts, pinned)}\n{choose_hint(hosts)}")
     chosen = await choose(hosts)
     if chosen is None:
         raise DiscoveryError("none of the hosts found was chosen")
-    return chosen
+    return chosen, seen
 
 
 class Link:
@@ -292,11 +320,32 @@ class Link:
             raise failure
         if not ok:
             raise P2PChatError(f"no secure session with the host within {timeout:g} s")
-        self.host_fp = next(p.fingerprint for p in participant.peers if p.peer_id == host_id)
+        host = next(p for p in participant.peers if p.peer_id == host_id)
+        # the name proven must be the one asked for (NFKC and case aside: a
+        # look-alike is not it, even where a pin would take it for it)
+        if target.proves is not None and fold(host.name) != fold(target.proves):
+            self._refuse_name(participant, host, target.proves, used)
+        self.host_fp = host.fingerprint
         if self.hosts is not None:
             others = tuple(a for a, _ in target.addresses)
             self.hosts.remember(self.host_fp, used[0], used[1], others)
         return participant
+
+    def _refuse_name(
+        self, participant: Participant, host: PeerInfo, asked: str, used: tuple[str, int]
+    ) -> NoReturn:
+        """Joining by name: the host proved its key, under another name. Anyone
+        can advertise any name; the one in the handshake is the host's word."""
+        if host.fingerprint not in participant.known_peers:
+            self.trust.unpin(host.fingerprint)  # pinned a moment ago, refused now
+        where = f"[{used[0]}]:{used[1]}" if ":" in used[0] else f"{used[0]}:{used[1]}"
+        named = sanitize(host.name)
+        fp = format_fingerprint(host.fingerprint)
+        raise TrustError(
+            f"you asked for {asked!r}, but the host at {where} proved the name {named!r} "
+            f"(key {fp}); not joining it (if it is the one you mean: "
+            f"p2pchat join {shlex.quote(f'{named}@{fp[:4]}')})"
+        )
 
     def _end(self, reason: str, exit_code: ExitCode, *, by_host: bool = False) -> None:
         self.ended = RoomEnded(reason, exit_code, by_host)
@@ -385,17 +434,26 @@ def host_failure(participant: Participant) -> P2PChatError | None:
     host_id = participant.host_id
     for event in participant.refusals:
         if event.peer.peer_id == host_id:
-            return RefusedError(refused_text(event), for_trust=event.kind.trust)
+            return RefusedError(
+                refused_text(event, participant.expected_host), for_trust=event.kind.trust
+            )
     if participant.disconnected is not None and not participant.is_ready(host_id or -1):
         return BrokenConnectionError(participant.disconnected.reason)
     return None
 
 
-def refused_text(event: PeerRefused) -> str:
-    """What a refusal of (or by) the host means, and what to do about it."""
+def refused_text(event: PeerRefused, expected: bytes | None) -> str:
+    """What a refusal of (or by) the host means, and what to do about it.
+    ``expected``: the key the host was expected to have, if one was."""
     name = display_name(event.peer.name)
     if not event.by_peer:
-        return f"not connecting to {name}: {event.reason}"
+        reason = event.reason
+        if event.mismatch and expected is not None and expected != event.peer.fingerprint:
+            reason += (
+                f" (expected {format_fingerprint(expected)}, the host presented "
+                f"{event.peer.fingerprint_text})"
+            )
+        return f"not connecting to {name}: {reason}"
     said = f"{name} refused us: {event.reason}"
     if event.kind is RefusalKind.MISMATCH:
         return (

@@ -28,13 +28,15 @@ from p2pchat.net.relay import RelayLimits
 from p2pchat.proto.messages import check_name
 from p2pchat.room.bus import EventBus, Subscription
 from p2pchat.room.delivery import Missing
-from p2pchat.room.events import Event, MessageSent, PeerInfo, RoomEnded
+from p2pchat.room.events import Event, MessageSent, PeerInfo, PeerRefused, RoomEnded
+from p2pchat.room.hostpick import HostQuery, selector
 from p2pchat.room.link import Chooser, Link, async_find_host
 from p2pchat.room.participant import Participant
 from p2pchat.room.transfers import DiskLimits, FileTransfers, Prepared
 from p2pchat.store.hosts import HostBook
 from p2pchat.store.identity import (
     Identity,
+    Pin,
     TrustStore,
     load_identity,
     load_storage_key,
@@ -43,9 +45,10 @@ from p2pchat.store.identity import (
 from p2pchat.store.outbox import Outbox
 
 if TYPE_CHECKING:
+    from p2pchat.net.discovery import HostInfo
     from p2pchat.room.host import Hosting, HostSeat
 
-__all__ = ["FilePolicy", "Member", "Room", "Verification"]
+__all__ = ["FilePolicy", "KeyHint", "Member", "Room", "Verification"]
 
 #: What to do with files offered to us: accept into ``file_dir``, ask (the
 #: face calls :meth:`Room.accept` or :meth:`Room.reject`), or refuse.
@@ -68,6 +71,24 @@ class Verification:
     peer: PeerInfo
     own_fingerprint: str
     sas: str  #: the short authentication string of the current session
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHint:
+    """What a face needs to advise on a refused key (:meth:`Room.key_hint`)."""
+
+    #: the key the host was expected to have, when no pin of its name was in the way
+    expected: bytes | None = None
+    #: where that expectation came from: "given" (--expect-fingerprint), "pinned"
+    #: or "advertised" (the host's mDNS advertisement)
+    expected_by: str = ""
+    #: a host seen advertising the pinned key of that name: the pinned peer is
+    #: on the network too, so the one refused is someone else
+    pinned_at: HostInfo | None = None
+    #: ``NAME@FP`` that joins ``pinned_at``
+    pinned_selector: str | None = None
+    #: discovery ran, so a pinned key it did not see was not advertised
+    looked: bool = False
 
 
 def _file_service(
@@ -141,6 +162,7 @@ class Room:
         self._keeper: asyncio.Task[None] | None = None
         self.hosting: Hosting | None = None  #: where we serve, once a host has started
         self._left = False
+        self._seen: tuple[HostInfo, ...] | None = None  #: the hosts discovery saw
 
     # ------------------------------------------------------------ building
 
@@ -239,10 +261,15 @@ class Room:
             return
         deadline = time.monotonic() + s.timeout
         book = HostBook.open(self.home)
-        remembered = None
+        remembered, remembered_name = None, None
         if s.host_name and not s.connect:
-            known = [book.get(pin.fingerprint) for pin in self.trust.by_name(s.host_name)]
-            remembered = max((k for k in known if k), key=lambda k: k.reached, default=None)
+            known = [
+                (k, pin.name)
+                for pin in self._pins_for(s.host_name)
+                if (k := book.get(pin.fingerprint)) is not None
+            ]
+            if known:
+                remembered, remembered_name = max(known, key=lambda k: k[0].reached)
         target = await async_find_host(
             connect=s.connect,
             host_name=s.host_name,
@@ -251,7 +278,10 @@ class Room:
             interfaces=self._interfaces,
             choose=s.choose,
             remembered=remembered,
+            remembered_name=remembered_name,
+            pinned=self.trust.get,
         )
+        self._seen = target.seen
         link = Link(
             *args,
             require_known=self._require_known,
@@ -373,6 +403,37 @@ class Room:
         p = self._require()
         sas = p.peer_sas(found[0].peer_id) or ""
         return Verification(found[0], self.identity.fingerprint_text, sas)
+
+    def key_hint(self, event: PeerRefused) -> KeyHint:
+        """What is known about a refused key beyond the event: the key the host
+        was expected to have, and whether the pinned key of that name is
+        advertised on the network too (then forgetting the pin would be wrong)."""
+        seen = self._seen
+        at = next((h for h in seen or () if h.fingerprint in event.pinned), None)
+        expected, by = None, ""
+        p = self.participant
+        want = p.expected_host if p is not None else None
+        if (
+            p is not None
+            and event.peer.peer_id == p.host_id
+            and not event.pinned
+            and want not in (None, event.peer.fingerprint)
+        ):
+            expected = want
+            if want == self._setup.expect:
+                by = "given"
+            else:
+                by = "pinned" if want is not None and self.trust.get(want) else "advertised"
+        sel = selector(at, seen or ()) if at is not None else None
+        return KeyHint(expected, by, at, sel, seen is not None)
+
+    def _pins_for(self, host_name: str) -> list[Pin]:
+        """The pins a join by ``host_name`` (NAME or NAME@FP) may be looking for."""
+        query = HostQuery.parse(host_name)
+        pins = [p for p in self.trust.by_name(query.name) if query.fits(p.fingerprint)]
+        if query.prefix is not None:  # a name with an "@" of its own
+            pins += [p for p in self.trust.by_name(query.text) if p not in pins]
+        return pins
 
     def mark_verified(self, fingerprint: bytes, verified: bool = True) -> None:
         """Record that this key was compared (or undo it)."""

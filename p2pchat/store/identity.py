@@ -403,6 +403,14 @@ class TrustStore:
                 del peers[p.fingerprint]
         return sorted(gone, key=lambda p: (p.name, p.fingerprint))
 
+    def unpin(self, fp: bytes) -> Pin | None:
+        """Remove the pin of ``fp`` alone, if there is one (a key pinned by a
+        handshake that was refused after all). Persists."""
+        if self.get(fp) is None:
+            return None
+        with self._mutate() as peers:
+            return peers.pop(fp, None)
+
     # file
 
     def _refresh(self) -> dict[bytes, Pin]:
