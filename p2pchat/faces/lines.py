@@ -50,6 +50,7 @@ from p2pchat.room import (
     format_size,
     instance_of,
     is_mixed_script,
+    refusal_advice,
     refused_text,
     sanitize,
 )
@@ -131,16 +132,15 @@ def mismatch_warning(event: PeerRefused, hint: KeyHint | None = None) -> str:
     lines += [
         "Someone could be impersonating them (a man in the middle), or they",
         "made a new key. Nothing was sent. Ask them, by another channel, for",
-        "the output of 'p2pchat id'; if it matches the new key"
-        + ("," if hint is not None and hint.looked else ""),
     ]
     if hint is None or not hint.looked:
         lines += [
+            "the output of 'p2pchat id'; if it matches the new key",
             "and 'p2pchat discover' does not list the pinned key (if it does, that",
             f"is {name}, and this is someone else: keep the pin), run",
         ]
     else:
-        lines += ["run"]
+        lines += ["the output of 'p2pchat id'; if it matches the new key, run"]
     # by fingerprint: a pin under a look-alike name is not found by this name
     forget = [f"    p2pchat trust forget {format_fingerprint(fp)}" for fp in event.pinned]
     lines += [*forget, "and connect again."]
@@ -189,7 +189,8 @@ def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str
     name = display_name(event.peer.name)
     if isinstance(event, PeerRefused):
         if event.by_peer:
-            return refused_text(event, None)
+            advice = refusal_advice(event)
+            return refused_text(event) + (f"; {advice}" if advice else "")
         return f"refused {name}: {event.reason}"
     if isinstance(event, SessionBroken):
         when = f" in {event.retry_in:.1f} s" if event.retry_in >= 0.1 else ""

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     )
     from p2pchat.room.host import Hosting
     from p2pchat.room.hostpick import HostQuery, fingerprint_prefix, host_listing, instance_of
-    from p2pchat.room.link import refused_text
+    from p2pchat.room.link import refusal_advice, refused_text
     from p2pchat.room.room import FilePolicy, KeyHint, Member, Room, Verification
     from p2pchat.room.transfers import Prepared, Transfer
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
@@ -113,6 +113,7 @@ __all__ = [
     "format_fingerprint",
     "format_size",
     "host_listing",
+    "refusal_advice",
     "refused_text",
     "is_mixed_script",
     "instance_of",
@@ -180,6 +181,7 @@ _WHERE = {
     "format_duration": "p2pchat.proto.transfer",
     "format_fingerprint": "p2pchat.proto.keys",
     "format_size": "p2pchat.proto.transfer",
+    "refusal_advice": "p2pchat.room.link",
     "refused_text": "p2pchat.room.link",
     "is_mixed_script": "p2pchat.proto.names",
     "fingerprint_prefix": "p2pchat.room.hostpick",

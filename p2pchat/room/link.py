@@ -442,30 +442,37 @@ def host_failure(participant: Participant) -> P2PChatError | None:
     return None
 
 
-def refused_text(event: PeerRefused, expected: bytes | None) -> str:
-    """What a refusal of (or by) the host means, and what to do about it.
+def refused_text(event: PeerRefused, expected: bytes | None = None) -> str:
+    """One line for a refusal of (or by) the host: what the join fails with.
     ``expected``: the key the host was expected to have, if one was."""
     name = display_name(event.peer.name)
+    if event.by_peer:
+        return f"{name} refused us: {event.reason}"
+    reason = event.reason
+    if event.mismatch and expected is not None and expected != event.peer.fingerprint:
+        reason += (
+            f" (expected {format_fingerprint(expected)}, the host presented "
+            f"{event.peer.fingerprint_text})"
+        )
+    return f"not connecting to {name}: {reason}"
+
+
+def refusal_advice(event: PeerRefused) -> str:
+    """What to do about a peer that refused us ("" when there is nothing to do)."""
+    name = display_name(event.peer.name)
     if not event.by_peer:
-        reason = event.reason
-        if event.mismatch and expected is not None and expected != event.peer.fingerprint:
-            reason += (
-                f" (expected {format_fingerprint(expected)}, the host presented "
-                f"{event.peer.fingerprint_text})"
-            )
-        return f"not connecting to {name}: {reason}"
-    said = f"{name} refused us: {event.reason}"
+        return ""
     if event.kind is RefusalKind.MISMATCH:
         return (
-            f"{said}. {name} has another key pinned for our name: if you changed "
-            f"devices or keys, ask {name} to check your new fingerprint ('p2pchat id') "
-            "and run 'p2pchat trust forget' for your name"
+            f"{name} has another key pinned for our name: if you changed devices or "
+            f"keys, ask {name} to check your new fingerprint ('p2pchat id') and run "
+            "'p2pchat trust forget' for your name"
         )
     if event.kind is RefusalKind.UNKNOWN_PEER:
-        return f"{said}. {name} only lets in peers it has pinned; ask {name} to add you"
+        return f"{name} only lets in peers it has pinned; ask {name} to add you"
     if event.kind is RefusalKind.OWN_KEY:
-        return f"{said}. This identity is in use there already; use another --home"
-    return said
+        return "this identity is in use there already; use another --home"
+    return ""
 
 
 async def _connect_any(
