@@ -396,3 +396,44 @@ async def test_junk_handshakes_do_not_drain_the_budget(
         await bob.until(lambda: any(r.peer.name == "alice" for r in bob.of(SessionReady)))
         for writer in junk:
             writer.close()
+
+
+async def test_an_eviction_by_the_relay_is_reported_as_one_never_as_a_clean_end(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        await join("bob", 0)
+        # one key registered five times: the relay keeps four, the newest
+        # replacing the oldest, and tells the oldest why before closing it
+        first = await join("alice", 1)
+        for i in range(4):
+            await join(f"alice{i}", 1)
+        await first.until(lambda: first.p.disconnected is not None)
+        gone = first.p.disconnected
+        assert gone is not None and not gone.clean
+        assert gone.reason == (
+            "the relay closed our connection: replaced by a newer registration of the same key"
+        )
+
+
+async def test_the_end_of_the_relay_connection_is_clean_only_after_the_hosts_goodbye(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    relay = Relay(owner_key=Identity.from_key(rsa_keys[0]).public_der)
+    (_, port), *_ = await relay.async_start(["127.0.0.1"], 0)
+    events: list[Event] = []
+    bus: EventBus[Event] = EventBus()
+    bus.add_sink(events.append)
+    home = tmp_path / "alice"
+    home.mkdir()
+    alice = Participant(Identity.from_key(rsa_keys[1]), "alice", TrustStore.open(home), bus)
+    await alice.async_connect("127.0.0.1", port, WAIT)
+    try:
+        # no host participant here at all: the relay just goes away
+        await relay.async_close()
+        assert await bus.wait_for(lambda: alice.disconnected is not None, WAIT)
+        gone = alice.disconnected
+        assert gone is not None and not gone.clean
+        assert "without the host's goodbye" in gone.reason
+    finally:
+        await alice.async_close()
