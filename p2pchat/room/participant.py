@@ -202,7 +202,7 @@ class Participant:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="p2pchat-participant")
         # we joined last: we initiate with everyone already here
         for peer in list(self.sessions.peers.values()):
-            self.sessions.start_initiator(peer)
+            self.sessions.handshakes.start_initiator(peer)
 
     # ------------------------------------------------------------ public API
 
@@ -346,7 +346,7 @@ class Participant:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task  # its failure was reported when it happened
-        await self.sessions.async_close()
+        await self.sessions.handshakes.async_close()
         self.outbox.save()
 
     # ------------------------------------------------------------ I/O for the sessions
@@ -480,9 +480,9 @@ class _Clock:
             if due is Due.PROBE:
                 o.sessions.send_app(peer, KeepAlive(reply=True))
             elif due is Due.HANDSHAKE_LATE:
-                o.sessions.check_late(peer, now)
+                o.sessions.handshakes.check_late(peer, now)
             elif due is Due.HEAL:
-                o.sessions.heal(peer)
+                o.sessions.handshakes.heal(peer)
             elif due is Due.DEAD:
                 log.info("peer %d silent, presumed gone", peer.info.peer_id)
                 if peer.info.peer_id == o.host_id:

@@ -1,10 +1,11 @@
-"""The end-to-end sessions of one participant: handshakes, trust, app messages.
+"""The end-to-end sessions of one participant: trust, records, healing, endings.
 
 :class:`Sessions` holds one :class:`~p2pchat.room.peer.Peer` per other
 participant and decides, for each envelope the relay delivers, what to do:
-run the next handshake step (the private-key ones in a worker thread, so a
-flood of joiners cannot stall chat), admit or refuse the proven key against
-the pins, open records and act on the messages inside. It writes through its
+pass a handshake message to :class:`~p2pchat.room.handshakes.Handshakes`,
+admit or refuse the key a handshake proved against the pins, open records and
+act on the messages inside, heal a session whose record failed, and end one
+that is refused (telling the peer why) or gone. It writes through its
 :class:`~p2pchat.room.participant.Participant` (the connection) and reports
 on the room's bus.
 
@@ -15,19 +16,13 @@ host cannot get its other "participants" pinned before the host check fails.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from p2pchat.config import HANDSHAKE_BURST, HANDSHAKE_RATE, HANDSHAKE_TIMEOUT, SUPPORTED_VERSIONS
 from p2pchat.errors import (
     DecryptError,
-    HandshakeError,
-    IncompatibleVersionError,
     KeyMismatchError,
     MalformedFrameError,
     P2PChatError,
@@ -51,10 +46,9 @@ from p2pchat.proto.app import (
     encode_app,
     parse_app,
 )
-from p2pchat.proto.bucket import TokenBucket
-from p2pchat.proto.handshake import Handshake, HandshakeResult, Role, State
+from p2pchat.proto.handshake import HandshakeResult
 from p2pchat.proto.keys import fingerprint
-from p2pchat.proto.messages import HS_TAG, M1, PeerEntry, encode_send, parse_handshake, send_head
+from p2pchat.proto.messages import HS_TAG, PeerEntry, encode_send, send_head
 from p2pchat.proto.names import display_name
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 from p2pchat.proto.text import clean_reason
@@ -71,6 +65,7 @@ from p2pchat.room.events import (
     SessionReady,
     Trust,
 )
+from p2pchat.room.handshakes import Handshakes
 from p2pchat.room.peer import Peer, PeerState, Step
 from p2pchat.store.identity import Verdict
 
@@ -82,9 +77,7 @@ __all__ = ["Sessions"]
 log = logging.getLogger("p2pchat.room.sessions")
 
 _FILE_MESSAGES = (FileOffer, FileAccept, FileData, FileAck, FileDone, FileRefuse, FileCancel)
-#: Handshake states whose next message needs our private key (M2 at the
-#: initiator, M3 at the responder).
-_PRIVATE_KEY_STEPS: Final = frozenset((State.I1_SENT_M1, State.R1_SENT_M2))
+
 #: Refusals remembered (the link reads them to tell why the host failed).
 REFUSALS_KEPT = 64
 #: A session that fails within this many seconds of coming up counts as a
@@ -113,8 +106,7 @@ class Sessions:
         self.refusals: list[PeerRefused] = []  #: the last 64 peers refused, in order
         self.host_said_goodbye = False  #: the host closed its session on purpose
         self._host_was_proven = False
-        self._budget = TokenBucket(HANDSHAKE_RATE, HANDSHAKE_BURST, time.monotonic())
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.handshakes = Handshakes(self)
 
     # ------------------------------------------------------------ roster
 
@@ -143,38 +135,6 @@ class Sessions:
 
     # ------------------------------------------------------------ handshakes
 
-    def _expected_for(self, peer: Peer) -> bytes:
-        o = self.owner
-        if peer.info.peer_id == o.host_id and o.expected_host is not None:
-            return o.expected_host
-        return peer.info.fingerprint
-
-    def _begin(self, peer: Peer, role: Role) -> Handshake:
-        o = self.owner
-        now = time.monotonic()
-        hs = Handshake(
-            role,
-            o.identity.private_key,
-            name=o.name,
-            rng=os.urandom,
-            now=now,
-            expected_peer=self._expected_for(peer),
-        )
-        peer.begin(hs, now, HANDSHAKE_TIMEOUT)
-        o.rearm()
-        return hs
-
-    def start_initiator(self, peer: Peer) -> None:
-        """We joined after ``peer``: we start the handshake (once the host is proven)."""
-        if peer.info.peer_id != self.owner.host_id and not self.host_proven:
-            peer.go(Step.WAIT_HOST)
-            return
-        if self._expected_for(peer) != peer.info.fingerprint:
-            self.refuse(peer, "its key is not the one expected for this host", mismatch=True)
-            return
-        hs = self._begin(peer, Role.INITIATOR)
-        self.owner.write(encode_send(peer.info.peer_id, hs.initiate()))
-
     async def on_payload(self, peer_id: int, payload: bytes) -> None:
         """One envelope from ``peer_id``; a violation refuses that peer, no one else."""
         peer = self.peers.get(peer_id)
@@ -184,15 +144,15 @@ class Sessions:
             if not payload:
                 raise RemoteProtocolError("empty envelope")
             if payload[0] == HS_TAG:
-                await self._on_handshake(peer, payload)
+                await self.handshakes.on_message(peer, payload)
             elif payload[0] == RECORD_TAG:
                 await self._on_record(peer, payload)
             else:
                 raise RemoteProtocolError("envelope payload of unknown kind")
         except (RemoteProtocolError, TrustError) as exc:
-            self._failure(peer, exc)
+            self.failure(peer, exc)
 
-    def _failure(self, peer: Peer, exc: RemoteProtocolError | TrustError) -> None:
+    def failure(self, peer: Peer, exc: RemoteProtocolError | TrustError) -> None:
         """A handshake or record with ``peer`` failed. Once a session was up, that
         is damage in transit (or a relay at work): the session heals. Before,
         the peer is refused."""
@@ -202,126 +162,6 @@ class Sessions:
             self.broke(peer, str(exc))
         else:
             self.refuse(peer, str(exc), mismatch=isinstance(exc, KeyMismatchError))
-
-    @staticmethod
-    def _crossed(peer: Peer, payload: bytes) -> bool:
-        """An M1 from ``peer`` while our own M1 to it waits for an answer: both
-        sides started a fresh handshake at once (docs/PROTOCOL.md, "Healing")."""
-        hs = peer.hs
-        if hs is None or hs.role is not Role.INITIATOR or hs.state is not State.I1_SENT_M1:
-            return False
-        try:
-            return isinstance(parse_handshake(payload[1:]), M1)
-        except RemoteProtocolError:
-            return False
-
-    async def _on_handshake(self, peer: Peer, payload: bytes) -> None:
-        if peer.info.peer_id != self.owner.host_id and not self.host_proven:
-            if peer.state is PeerState.NEW:
-                peer.go(Step.HOLD)  # its M1: answered once the host is proven
-                peer.held = payload
-                return
-            raise RemoteProtocolError("handshake message before the host was proven")
-        # READY: the peer lost its side of our session (a record failed there)
-        # and starts a fresh handshake: ours is over too
-        if peer.state is PeerState.READY and not self.broke(
-            peer, "the peer started a fresh handshake", answer=True
-        ):
-            return
-        if peer.state is PeerState.HANDSHAKING and self._crossed(peer, payload):
-            # the smaller fingerprint goes on initiating; the other answers
-            if self.owner.identity.fingerprint < peer.info.fingerprint:
-                return
-            self._begin(peer, Role.RESPONDER)
-        elif peer.state in (PeerState.NEW, PeerState.HELD, PeerState.HEALING):
-            self._begin(peer, Role.RESPONDER)
-        elif peer.state is not PeerState.HANDSHAKING:
-            raise RemoteProtocolError(f"handshake message while {peer.state.value}")
-        hs = peer.hs
-        assert hs is not None
-        if hs.state in _PRIVATE_KEY_STEPS:
-            # our RSA decryption: charged to the budget, queued, run in a worker
-            # thread, and never on the reader, so that neither a flood nor the
-            # queue it makes stalls anyone's chat
-            peer.go(Step.OFF_LOOP)
-            self._spawn(self._private_step(peer, hs, payload))
-            return
-        try:  # M1 at the responder, M4 at the initiator: public-key work only
-            reply = hs.receive(payload)
-        except IncompatibleVersionError as exc:
-            if hs.role is not Role.RESPONDER:
-                raise
-            # in the words a peer of another version looks for (§5.7)
-            why = f"incompatible version: we speak {list(SUPPORTED_VERSIONS)}"
-            self.owner.write(encode_send(peer.info.peer_id, hs.refusal(why)))
-            self.refuse(peer, str(exc), mismatch=False, told=True)
-            return
-        await self._after_step(peer, hs, reply)
-
-    async def _private_step(self, peer: Peer, hs: Handshake, payload: bytes) -> None:
-        """A handshake step that needs our private key (module doc). Junk never
-        gets here (it fails the public-key checks first), so only peers that did
-        real work of their own spend the budget; past it, the step waits its
-        turn, and is refused as busy only if that would outlast the handshake."""
-        try:
-            now = time.monotonic()
-            wait = self._budget.charge(now, 1.0)
-            if wait > 0:
-                if peer.hs_deadline is not None and now + wait > peer.hs_deadline:
-                    self._budget.tokens += 1.0  # not spent after all
-                    raise HandshakeError("too many handshakes at once; try again shortly")
-                await asyncio.sleep(wait)
-            if peer.working and peer.hs is hs:
-                loop = asyncio.get_running_loop()
-                reply = await loop.run_in_executor(None, hs.receive, payload)
-                if peer.working and peer.hs is hs:  # else it left, or was refused, meanwhile
-                    peer.go(Step.STEP_DONE)
-                    self.owner.rearm()
-                    await self._after_step(peer, hs, reply)
-        except (RemoteProtocolError, TrustError) as exc:
-            if peer.working and peer.hs is hs:
-                peer.go(Step.STEP_DONE)
-                self._failure(peer, exc)
-        finally:
-            self.owner.bus.notify()
-
-    async def _after_step(self, peer: Peer, hs: Handshake, reply: bytes | None) -> None:
-        if reply is not None:
-            self.owner.write(encode_send(peer.info.peer_id, reply))
-        if hs.complete:
-            assert hs.result is not None
-            self._admit(peer, hs.result)
-            o = self.owner
-            if peer.info.peer_id == o.host_id != o.my_id and self.host_proven:
-                await self._release_others()
-
-    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("participant: a handshake step failed", exc_info=task.exception())
-
-    async def async_close(self) -> None:
-        """Stop the handshake steps still queued or running."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    def check_late(self, peer: Peer, now: float) -> None:
-        """The handshake with ``peer`` is past its deadline: refuse it."""
-        if peer.hs is None:
-            return
-        try:
-            peer.hs.check_deadline(now)
-        except HandshakeError as exc:
-            self._failure(peer, exc)
-            self.owner.bus.notify()
 
     # ------------------------------------------------------------ healing
 
@@ -345,24 +185,6 @@ class Sessions:
         self.owner.rearm()
         return True
 
-    def heal(self, peer: Peer) -> None:
-        """Its backoff is over: start the fresh handshake (we initiate)."""
-        if peer.state is not PeerState.HEALING:
-            return
-        hs = self._begin(peer, Role.INITIATOR)
-        self.owner.write(encode_send(peer.info.peer_id, hs.initiate()))
-
-    async def _release_others(self) -> None:
-        """The host is proven: answer the held first messages, start the waiting handshakes."""
-        for other in list(self.peers.values()):
-            if other.info.peer_id == self.owner.host_id or other.ended:
-                continue
-            if other.state is PeerState.HELD and other.held is not None:
-                held, other.held = other.held, None
-                await self.on_payload(other.info.peer_id, held)  # answered now
-            elif other.state is PeerState.WAITING_HOST:
-                self.start_initiator(other)
-
     def _mismatch_reason(self, info: PeerInfo) -> str:
         """Why a name is refused: it is pinned under another key, or looks like
         a name that is (the pinned spelling named, so the user sees which)."""
@@ -378,7 +200,7 @@ class Sessions:
             reason += " (it looks like " + ", ".join(display_name(n) for n in names) + ")"
         return reason
 
-    def _admit(self, peer: Peer, result: HandshakeResult) -> None:
+    def admit(self, peer: Peer, result: HandshakeResult) -> None:
         """The key is proven: check it against the pins, then the session is up."""
         o = self.owner
         if result.peer_fingerprint == o.identity.fingerprint:
