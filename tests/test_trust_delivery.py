@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 import pytest
-from procs import ProcPool, start_host, start_join, wait_session
+from procs import Proc, ProcPool, start_host, start_join, wait_session
 from tamper import CUT, Tamper, is_record
 
 pytestmark = pytest.mark.timeout(120)
@@ -92,12 +92,18 @@ def test_undelivered_messages_are_counted_per_peer_and_exit_4(procs: ProcPool) -
     assert not [line for line in bob.stdout if line.startswith("alice: ")]
 
 
-def test_a_refused_joiner_is_told_why_and_does_not_loop(procs: ProcPool) -> None:
+def host_that_pinned_alice(procs: ProcPool) -> tuple[Proc, int]:
+    """bob hosting, after alice's first contact (bob has her key pinned)."""
     bob, port = start_host(procs, procs.home("bob"))
     first = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}")
     wait_session(bob, "alice")
     first.close_stdin()
     assert first.wait(20) == 0, first.describe()
+    return bob, port
+
+
+def test_a_refused_joiner_is_told_why_and_does_not_loop(procs: ProcPool) -> None:
+    bob, port = host_that_pinned_alice(procs)
 
     # alice again, with a new key (a new device): bob has the old one pinned
     start = len(bob.stderr)
@@ -114,11 +120,7 @@ def test_a_refused_joiner_is_told_why_and_does_not_loop(procs: ProcPool) -> None
 
 
 def test_the_same_new_key_twice_gets_the_warning_once(procs: ProcPool) -> None:
-    bob, port = start_host(procs, procs.home("bob"))
-    first = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}")
-    wait_session(bob, "alice")
-    first.close_stdin()
-    assert first.wait(20) == 0, first.describe()
+    bob, port = host_that_pinned_alice(procs)
     new = procs.home("alice-new")
     for _ in range(3):
         alice = start_join(procs, new, "--connect", f"127.0.0.1:{port}")
