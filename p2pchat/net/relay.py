@@ -53,6 +53,8 @@ log = logging.getLogger("p2pchat.net.relay")
 
 #: seconds between two warnings that the relay closed misbehaving connections
 CLOSED_WARN_EVERY = 10.0
+#: seconds a connection told why it is closed may take to close its side
+TOLD_GRACE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,11 +347,21 @@ class _Conn(asyncio.Protocol):
         if tell is not None and self.transport is not None:
             self.transport.write(encode(ErrorFrame(tell, code)))
         self.closing = True
-        if self.transport is not None:
-            if tell is not None:
-                self.transport.close()  # flushes the error frame first
-            else:
-                self.transport.abort()
+        transport = self.transport
+        if transport is None:
+            return
+        if tell is None:
+            transport.abort()
+        elif transport.can_write_eof():
+            # the error frame, then our FIN; what the peer still sends is read
+            # and dropped (closing a socket with unread input would send a
+            # reset, which can destroy the error frame before it is read),
+            # until it closes too, or TOLD_GRACE seconds
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(TOLD_GRACE, transport.abort)
+            self.relay._lost(self)  # out of the room now, whatever the peer does
+        else:
+            transport.close()  # flushes the error frame first
 
     def _handle(self, frame: Frame) -> None:
         if self.peer is None:
