@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -437,3 +439,115 @@ async def test_the_end_of_the_relay_connection_is_clean_only_after_the_hosts_goo
         assert "without the host's goodbye" in gone.reason
     finally:
         await alice.async_close()
+
+
+async def _raw_register(port: int, key: rsa.RSAPrivateKey, name: str) -> asyncio.StreamWriter:
+    """A registration (challenge answered) that never handshakes."""
+    from proving import proof_for, remember
+
+    from p2pchat.config import SUPPORTED_VERSIONS
+    from p2pchat.proto.framing import FrameDecoder
+    from p2pchat.proto.messages import Challenge, Hello, Welcome, encode, parse_body
+
+    der = remember(key)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode(Hello(SUPPORTED_VERSIONS, name, der)))
+    decoder = FrameDecoder(1 << 20, parse_body)
+    for expected in (Challenge, Welcome):
+        frames: list[object] = []
+        while not frames:
+            frames = decoder.feed(await reader.read(65536))
+        assert isinstance(frames[0], expected)
+        if expected is Challenge:
+            writer.write(proof_for(der, frames[0]))
+    return writer
+
+
+async def test_a_twin_of_our_identity_is_not_a_recipient(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        await alice.until(lambda: alice.p.is_ready(bob.p.my_id or 0))
+        await join("alice", 1)  # the same key again: refused on both sides
+        await alice.until(lambda: bool(alice.of(PeerRefused)))
+        alice.p.send_text("hello bob")
+        await bob.until(lambda: bool(bob.of(MessageReceived)))
+        # bob, the only other participant, acknowledged it: delivered
+        await alice.until(lambda: alice.p.outbox.all_delivered)
+        assert alice.p.missing() == []
+
+
+async def test_giving_up_on_a_session_tells_the_peer(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    from p2pchat.proto.framing import pack
+    from p2pchat.proto.messages import encode_send
+    from p2pchat.room.sessions import MAX_HEALS
+
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        carol = await join("carol", 2)
+        for m in (bob, alice, carol):
+            await m.until(lambda m=m: len(m.of(SessionReady)) == 2)
+        cid = carol.p.my_id or 0
+        # carol's view of alice: one more failure is the limit
+        seen = carol.p.sessions.peers[alice.p.my_id or 0]
+        seen.heals, seen.ready_since = MAX_HEALS, time.monotonic()
+        mine = alice.p.sessions.peers[cid]
+        assert mine.result is not None
+        record = bytearray(mine.result.sender.seal(pack({"t": "ka", "reply": False})))
+        record[-1] ^= 1
+        alice.p.write(encode_send(cid, bytes(record)))
+        await carol.until(lambda: bool(carol.of(PeerRefused)))
+        assert "giving up" in carol.of(PeerRefused)[0].reason
+        # alice is told (not left to find carol silent and call her gone)
+        await alice.until(lambda: any(e.by_peer for e in alice.of(PeerRefused)))
+        assert not [e for e in alice.of(PeerLeft) if e.peer.name == "carol"]
+
+
+async def test_a_key_proven_earlier_stays_a_recipient_through_a_failed_reconnection(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        await alice.until(lambda: alice.p.is_ready(bob.p.my_id or 0))
+        await bob.until(lambda: bool(bob.of(SessionReady)))
+        alice.p.lost("test: the wifi blips")  # no goodbye
+        await bob.until(lambda: bool(bob.of(PeerLeft)))
+        # she registers again, and that connection dies before its handshake too
+        writer = await _raw_register(join.port, rsa_keys[1], "alice")  # type: ignore[attr-defined]
+        await bob.until(lambda: len(bob.p.sessions.peers) == 1)
+        bob.p.send_text("are you there?")
+        writer.transport.abort()
+        await bob.until(lambda: not bob.p.sessions.peers)
+        assert not bob.p.outbox.all_delivered  # still owed to her key
+        again = await join("alice", 1)
+        await again.until(lambda: bool(again.of(MessageReceived)))
+        assert [e.text for e in again.of(MessageReceived)] == ["are you there?"]
+
+
+async def test_a_registration_that_never_handshakes_is_refused_at_its_deadline(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    from p2pchat.config import HANDSHAKE_TIMEOUT
+    from p2pchat.room.peer import PeerState
+
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        writer = await _raw_register(join.port, rsa_keys[2], "mallory")  # type: ignore[attr-defined]
+        await bob.until(lambda: len(bob.p.sessions.peers) == 1)
+        for i in range(5):
+            bob.p.send_text(f"m{i}")
+        (peer,) = bob.p.sessions.peers.values()
+        assert peer.state is PeerState.NEW and len(peer.unproven) == 5
+        deadline = peer.deadline(5.0, 15.0)
+        assert deadline is not None and deadline <= time.monotonic() + HANDSHAKE_TIMEOUT
+        bob.p.sessions.handshakes.check_late(peer, deadline)  # as the timer would
+        assert peer.state is PeerState.REFUSED and peer.unproven == []
+        # it was never a participant: nothing is owed to it
+        assert bob.p.outbox.all_delivered
+        writer.close()

@@ -96,10 +96,7 @@ class Handshakes:
         hs = peer.hs
         if hs is None or hs.role is not Role.INITIATOR or hs.state is not State.I1_SENT_M1:
             return False
-        try:
-            return isinstance(parse_handshake(payload[1:]), M1)
-        except RemoteProtocolError:
-            return False
+        return _is_m1(payload)
 
     async def on_message(self, peer: Peer, payload: bytes) -> None:
         if peer.info.peer_id != self.owner.host_id and not self.sessions.host_proven:
@@ -108,12 +105,14 @@ class Handshakes:
                 peer.held = payload
                 return
             raise RemoteProtocolError("handshake message before the host was proven")
-        # READY: the peer lost its side of our session (a record failed there)
-        # and starts a fresh handshake: ours is over too
-        if peer.state is PeerState.READY and not self.sessions.broke(
-            peer, "the peer started a fresh handshake", answer=True
-        ):
-            return
+        if peer.state is PeerState.READY:
+            if not _is_m1(payload):
+                log.debug("peer %d: a stray handshake message during a session", peer.info.peer_id)
+                return  # only an M1 says the peer heals (docs/PROTOCOL.md §6.5)
+            # the peer lost its side of our session (a record failed there)
+            # and starts a fresh handshake: ours is over too
+            if not self.sessions.broke(peer, "the peer started a fresh handshake", answer=True):
+                return
         if peer.state is PeerState.HANDSHAKING and self._crossed(peer, payload):
             # the smaller fingerprint goes on initiating; the other answers
             if self.owner.identity.fingerprint < peer.info.fingerprint:
@@ -200,8 +199,13 @@ class Handshakes:
                 await task
 
     def check_late(self, peer: Peer, now: float) -> None:
-        """The handshake with ``peer`` is past its deadline: refuse it."""
+        """The handshake with ``peer`` is past its deadline (or it never began
+        one): a heal fails, anyone else is refused."""
         if peer.hs is None:
+            if peer.state in (PeerState.NEW, PeerState.WAITING_HOST, PeerState.HELD):
+                why = "no handshake within the time allowed: its key was never proven"
+                self.sessions.refuse(peer, why, mismatch=False)
+                self.owner.bus.notify()
             return
         try:
             peer.hs.check_deadline(now)
@@ -226,3 +230,11 @@ class Handshakes:
                 await self.sessions.on_payload(other.info.peer_id, held)  # answered now
             elif other.state is PeerState.WAITING_HOST:
                 self.start_initiator(other)
+
+
+def _is_m1(payload: bytes) -> bool:
+    """Whether a handshake payload is a well-formed M1 (a fresh handshake)."""
+    try:
+        return isinstance(parse_handshake(payload[1:]), M1)
+    except RemoteProtocolError:
+        return False

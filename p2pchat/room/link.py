@@ -338,6 +338,10 @@ class Link:
         can advertise any name; the one in the handshake is the host's word."""
         if host.fingerprint not in participant.known_peers:
             self.trust.unpin(host.fingerprint)  # pinned a moment ago, refused now
+        # told, not left: it must not take us for gone and drop what it owes us
+        participant.refuse(
+            host.peer_id, "not the host asked for: it proved another name", RefusalKind.MISMATCH
+        )
         where = f"[{used[0]}]:{used[1]}" if ":" in used[0] else f"{used[0]}:{used[1]}"
         named = sanitize(host.name)
         fp = format_fingerprint(host.fingerprint)
@@ -366,9 +370,10 @@ class Link:
             if stop.is_set():
                 return
             failure = host_failure(current)
-            if isinstance(failure, RefusedError):
-                # the host refused us (or we it) after the session came up:
-                # connecting again would only be refused again
+            if isinstance(failure, RefusedError) and failure.for_trust:
+                # the host refused us for trust (or we it): connecting again
+                # would only be refused again. A protocol refusal (a session
+                # that kept failing) is what a fresh connection may cure.
                 self._end(str(failure), failure.exit_code)
                 return
             if time.monotonic() - up_since >= RECONNECT_STABLE:

@@ -51,7 +51,7 @@ from p2pchat.proto.register import answer_challenge
 from p2pchat.proto.text import clean_reason
 from p2pchat.room.bus import EventBus
 from p2pchat.room.delivery import Missing, missing, refusal_words
-from p2pchat.room.events import Disconnected, Event, PeerInfo, PeerRefused
+from p2pchat.room.events import Disconnected, Event, PeerInfo, PeerRefused, RefusalKind
 from p2pchat.room.peer import Due, PeerState, Step
 from p2pchat.room.sessions import Sessions
 from p2pchat.store.identity import Identity, TrustStore
@@ -228,6 +228,12 @@ class Participant:
         peer = self.sessions.peers.get(peer_id)
         return peer.result.sas if peer and peer.result else None
 
+    def refuse(self, peer_id: int, reason: str, kind: RefusalKind) -> None:
+        """Refuse ``peer_id`` now, telling it why (an authenticated ``refuse``)."""
+        peer = self.sessions.peers.get(peer_id)
+        if peer is not None:
+            self.sessions.refuse(peer, reason, mismatch=False, kind=kind)
+
     def is_ready(self, peer_id: int) -> bool:
         peer = self.sessions.peers.get(peer_id)
         return peer is not None and peer.ready
@@ -284,6 +290,7 @@ class Participant:
                 r = p.refusal
                 if p.state is PeerState.REFUSED and r is not None and r.kind.trust:
                     failed[p.info.fingerprint] = refusal_words(p)
+            failed.pop(mine, None)  # a twin of ours is nobody to deliver to
         else:
             recipients = set(self.outbox.last_known)
         recipients.discard(mine)

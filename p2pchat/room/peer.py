@@ -78,6 +78,13 @@ TRANSITIONS: Final[dict[tuple[PeerState, Step], PeerState]] = {
 }
 
 
+#: states with a deadline for the key to be proven (a registration that never
+#: handshakes is not a participant for ever)
+_PROVING: Final = frozenset(
+    (PeerState.NEW, PeerState.WAITING_HOST, PeerState.HELD, PeerState.HANDSHAKING)
+)
+
+
 class Due(enum.Enum):
     """What a peer's timer asks for."""
 
@@ -163,13 +170,17 @@ class Peer:
         """A session with it was up once (in this connection): a failure heals."""
         return self.ready_since is not None
 
+    def next_heals(self, now: float, stable: float) -> int:
+        """What :attr:`heals` becomes if the session fails at ``now``."""
+        quick = self.ready_since is not None and now - self.ready_since < stable
+        return self.heals + 1 if quick or self.state is not PeerState.READY else 1
+
     def failed(self, now: float, stable: float, base: float, cap: float) -> float:
         """The session (or a fresh handshake) failed (FAIL): the delay before the
         next handshake. Failures soon after the last session came up (within
         ``stable`` s) count up and back off: 0, base, 2 base, ... up to ``cap``;
         a session that lasted starts the count again."""
-        quick = self.ready_since is not None and now - self.ready_since < stable
-        self.heals = self.heals + 1 if quick or self.state is not PeerState.READY else 1
+        self.heals = self.next_heals(now, stable)
         self.go(Step.FAIL)
         delay = 0.0 if self.heals <= 1 else min(cap, base * 2 ** (self.heals - 2))
         self.heal_at = now + delay
@@ -181,7 +192,7 @@ class Peer:
             return min(
                 self.last_heard + dead_after, max(self.last_heard, self.last_sent) + keepalive
             )
-        if self.state is PeerState.HANDSHAKING:
+        if self.state in _PROVING:
             return self.hs_deadline
         if self.state is PeerState.HEALING:
             return self.heal_at
@@ -194,11 +205,7 @@ class Peer:
                 return Due.DEAD
             if now - max(self.last_heard, self.last_sent) >= keepalive:
                 return Due.PROBE
-        elif (
-            self.state is PeerState.HANDSHAKING
-            and self.hs_deadline is not None
-            and now >= self.hs_deadline
-        ):
+        elif self.state in _PROVING and self.hs_deadline is not None and now >= self.hs_deadline:
             return Due.HANDSHAKE_LATE
         elif self.state is PeerState.HEALING and self.heal_at is not None and now >= self.heal_at:
             return Due.HEAL

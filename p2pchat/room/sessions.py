@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from p2pchat.config import HANDSHAKE_TIMEOUT
 from p2pchat.errors import (
     DecryptError,
     KeyMismatchError,
@@ -107,12 +108,16 @@ class Sessions:
         self.host_said_goodbye = False  #: the host closed its session on purpose
         self._host_was_proven = False
         self.handshakes = Handshakes(self)
+        #: keys proven in a session on this connection (see _never_proven)
+        self.proven: set[bytes] = set()
 
     # ------------------------------------------------------------ roster
 
     def add(self, entry: PeerEntry) -> Peer:
         info = PeerInfo(entry.peer_id, entry.name, fingerprint(entry.key))
         peer = Peer(info)
+        # a registration has HANDSHAKE_TIMEOUT to prove its key, whoever starts
+        peer.hs_deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.peers[entry.peer_id] = peer
         self.owner.outbox.note_peer(info.fingerprint)
         self.owner.bus.publish(PeerJoined(info))
@@ -172,13 +177,16 @@ class Sessions:
         starts the handshake (its M1 is here), so none is scheduled. True if
         the session goes on healing."""
         now = time.monotonic()
-        self.files_lost(peer)
-        delay = peer.failed(now, HEAL_STABLE, HEAL_BASE, HEAL_CAP)
         log.info("participant: session with peer %d failed: %s", peer.info.peer_id, reason)
-        if peer.heals > MAX_HEALS:
-            why = f"the session failed {peer.heals} times in a row, giving up (last: {reason})"
+        if peer.next_heals(now, HEAL_STABLE) > MAX_HEALS:
+            # decided before the session is torn down: our direction still
+            # works, so the peer is told (a refusal, not a silence)
+            n = peer.next_heals(now, HEAL_STABLE)
+            why = f"the session failed {n} times in a row, giving up (last: {reason})"
             self.refuse(peer, why, mismatch=False)
             return False
+        self.files_lost(peer)
+        delay = peer.failed(now, HEAL_STABLE, HEAL_BASE, HEAL_CAP)
         if answer:
             delay = 0.0
         self.owner.bus.publish(SessionBroken(peer.info, reason, delay))
@@ -246,6 +254,7 @@ class Sessions:
 
     def _up(self, peer: Peer, result: HandshakeResult) -> None:
         peer.established(result, time.monotonic())
+        self.proven.add(peer.info.fingerprint)
         self.owner.rearm()
 
     # ------------------------------------------------------------ records
@@ -400,9 +409,13 @@ class Sessions:
         participant, so what we sent meanwhile is not owed to it (unless the
         same key is here on another connection)."""
         fp = peer.info.fingerprint
-        if peer.unproven and not any(
+        # a key proven before (on an earlier connection of this run) or pinned
+        # is a participant still: what it was sent waits for it to come back
+        known = fp in self.proven or self.owner.trust.get(fp) is not None
+        elsewhere = any(
             p is not peer and p.info.fingerprint == fp and not p.ended for p in self.peers.values()
-        ):
+        )
+        if peer.unproven and not known and not elsewhere:
             self.owner.outbox.forget(fp, peer.unproven)
         peer.unproven = []
 
