@@ -227,6 +227,16 @@ def test_2_a_line_that_cannot_be_sent(procs: ProcPool) -> None:
     last_line(alice.stderr, r"^p2pchat: error: 1 line\(s\) of stdin not sent; the last: text over")
 
 
+def test_2_a_line_the_host_cannot_send(procs: ProcPool) -> None:
+    """The host in line mode serves on after a refused line; stopped, it exits 2."""
+    bob, _ = start_host(procs, procs.home("bob"))
+    bob.send_line("y" * (64 * 1024 + 1))
+    bob.wait_for_line("stderr", "line not sent: text over 65536 bytes")
+    bob.terminate()
+    assert bob.wait() == 2, bob.describe()
+    last_line(bob.stderr, r"^p2pchat: error: 1 line\(s\) of stdin not sent")
+
+
 def test_2_no_host_of_that_name(procs: ProcPool) -> None:
     wanted = f"nobody-{secrets.token_hex(4)}"
     result = run_p2pchat("join", wanted, "--home", procs.home("alice"), *LOOPBACK, "--timeout", "1")
