@@ -19,6 +19,8 @@ __all__ = [
     "ExitCode",
     "FrameTooLargeError",
     "HandshakeError",
+    "HomeError",
+    "HomeInUseError",
     "IdentityError",
     "IncompatibleVersionError",
     "KeyMismatchError",
@@ -36,11 +38,14 @@ __all__ = [
 
 
 class ExitCode(enum.IntEnum):
-    """Every exit code a p2pchat command returns (README.md, "Exit codes")."""
+    """Every exit code a p2pchat command returns (README.md, "Exit codes": the
+    table there gives the causes of each)."""
 
     OK = 0
-    FAILURE = 1  #: refused, failed, connection lost, the host ended the chat
-    USAGE = 2  #: bad usage or input, no host found, several and none chosen
+    FAILURE = 1  #: failed, connection lost, incompatible version, the host ended the chat
+    #: bad usage or input (a line that cannot be sent), no host found, several
+    #: and none chosen, --home unusable or in use by another p2pchat
+    USAGE = 2
     MISMATCH = 3  #: a key mismatch, or a peer refused by the trust settings
     UNDELIVERED = 4  #: messages (or a file) not delivered within --timeout
 
@@ -59,6 +64,17 @@ class ConfigError(P2PChatError):
 
     exit_code = ExitCode.USAGE
     label = ""
+
+
+class HomeError(ConfigError):
+    """The home directory (``--home``) cannot be used: it cannot be created, is
+    not a directory, or a file that must be written there cannot be."""
+
+    label = "error"
+
+
+class HomeInUseError(HomeError):
+    """Another p2pchat process holds the lock on this home (:mod:`p2pchat.store.lock`)."""
 
 
 class LocalProtocolError(P2PChatError):

@@ -91,12 +91,26 @@ def file_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"file_policy": policy, "file_dir": directory, "file_quota": quota}
 
 
-async def _send_line(room: Room, out: LineOutput, line: str) -> None:
+class _Refused:
+    """The stdin lines refused before sending (too long, not valid text): the
+    run then exits 2, bad input, once the rest is done (README, "Exit codes")."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def summary(self) -> str:
+        return f"{self.count} line(s) of stdin not sent; the last: {self.last}"
+
+
+async def _send_line(room: Room, out: LineOutput, line: str, refused: _Refused) -> None:
     if not line:
         return
     try:
         await room.send(line)
     except LocalProtocolError as exc:
+        refused.count += 1
+        refused.last = str(exc)
         out.error(f"line not sent: {exc}")
 
 
@@ -144,19 +158,24 @@ async def run_host(args: argparse.Namespace) -> int:
                 addresses=list(hosting.addresses),
                 fingerprint=room.identity.fingerprint_text,
             )
+        refused = _Refused()  # the chat screen says why at once, and goes on
         if interactive(args):
             from p2pchat.faces.tui import run_interactive
 
             await run_interactive(room, stop, replaced=remove)
         else:
-            await _host_lines(room, out, stop)
+            refused = await _host_lines(room, out, stop)
     if room.ended is not None:
         return room.ended.exit_code
     out.status("host stopped")
+    if refused.count:
+        out.error(refused.summary())
+        return ExitCode.USAGE
     return ExitCode.OK
 
 
-async def _host_lines(room: Room, out: LineOutput, stop: asyncio.Event) -> None:
+async def _host_lines(room: Room, out: LineOutput, stop: asyncio.Event) -> _Refused:
+    refused = _Refused()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     stdin_lines(queue)
     over = asyncio.ensure_future(room.wait_for(lambda: stop.is_set() or room.ended is not None))
@@ -171,9 +190,10 @@ async def _host_lines(room: Room, out: LineOutput, stop: asyncio.Event) -> None:
             if line is None:
                 await over  # stdin ended: keep serving until told to stop
                 break
-            await _send_line(room, out, line)
+            await _send_line(room, out, line, refused)
     finally:
         over.cancel()
+    return refused
 
 
 # ---------------------------------------------------------------- join
@@ -264,15 +284,14 @@ async def run_join(args: argparse.Namespace) -> int:
             from p2pchat.faces.tui import run_interactive
 
             await run_interactive(room, stop, replaced=remove)
-            # the host closing the chat ends it normally; a refused key does not
-            ended = room.ended
-            if ended is None or ended.exit_code == ExitCode.FAILURE:
-                return ExitCode.OK
-            return ended.exit_code
+            # leaving on purpose (/quit, Ctrl-D, Ctrl-C) is 0; the room's end
+            # (the host closed the chat: 1, a refused key: 3) is its own code
+            return room.ended.exit_code if room.ended is not None else ExitCode.OK
         return await _join_lines(room, out, stop, args.timeout)
 
 
 async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout: float) -> int:
+    refused = _Refused()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     stdin_lines(queue)
     over = asyncio.ensure_future(room.wait_for(lambda: stop.is_set() or room.ended is not None))
@@ -282,11 +301,13 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
             await asyncio.wait({getter, over}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
-                return room.ended.exit_code if room.ended is not None else ExitCode.OK
+                if room.ended is not None:
+                    return room.ended.exit_code
+                return _refused_code(out, refused)
             line = getter.result()
             if line is None:
                 break
-            await _send_line(room, out, line)
+            await _send_line(room, out, line, refused)
     finally:
         over.cancel()
     # stdin ended: wait until everything sent has been acknowledged (reconnecting if need be)
@@ -295,10 +316,18 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
     )
     if room.ended is not None:
         return room.ended.exit_code
-    if delivered:
+    if not delivered:
+        out.error(undelivered_text(room, timeout))
+        return ExitCode.UNDELIVERED
+    return _refused_code(out, refused)
+
+
+def _refused_code(out: LineOutput, refused: _Refused) -> int:
+    """2 (bad input) with the summary as the last line if a line was refused, else 0."""
+    if not refused.count:
         return ExitCode.OK
-    out.error(undelivered_text(room, timeout))
-    return ExitCode.UNDELIVERED
+    out.error(refused.summary())
+    return ExitCode.USAGE
 
 
 def undelivered_text(room: Room, timeout: float) -> str:

@@ -1,9 +1,11 @@
 """Command line: ``p2pchat host|join|send|discover|doctor|id|trust``.
 
-Every expected failure is one clear line on stderr and a non-zero exit code:
-1 general failure (peer left, connection lost, incompatible version), 2 no
-host found / several hosts and none named / bad usage, 3 a key mismatch, a
-host proving another name than the one asked for, or a peer refused by trust
+Every expected failure is one clear line on stderr and a non-zero exit code
+(README.md, "Exit codes", has the table): 1 failure (the host closed the
+chat, connection failed, incompatible version), 2 bad usage or input (a stdin
+line that cannot be sent) / no host found / several hosts and none named /
+--home unusable or used by another running p2pchat, 3 a key mismatch, a host
+proving another name than the one asked for, or a peer refused by trust
 settings, 4 messages not delivered within --timeout.
 Heavy modules (zeroconf, prompt_toolkit, the protocol) load only when a
 command needs them.
@@ -156,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="p2pchat",
         description="End-to-end encrypted chat for devices on one local network. "
         "One person runs 'p2pchat host', others run 'p2pchat join'.",
+        epilog="Exit codes: 0 done; 1 failed, or the host closed the chat; 2 bad usage or "
+        "input (a line that cannot be sent), no host found, several and none named, --home "
+        "unusable or used by another running p2pchat; 3 refused for trust (key mismatch, "
+        "--require-known); 4 not delivered within --timeout. README.md has every cause.",
     )
     parser.add_argument("--version", action="version", version=f"p2pchat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

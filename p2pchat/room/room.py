@@ -42,6 +42,7 @@ from p2pchat.store.identity import (
     load_storage_key,
     resolve_home,
 )
+from p2pchat.store.lock import HomeLock
 from p2pchat.store.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class Room:
         self.name = check_name(setup.name, ConfigError)
         self._setup = setup
         self.home = resolve_home(setup.home)
+        self._lock = HomeLock(self.home)  #: taken by start(), let go by leave()
         self.identity: Identity = load_identity(self.home)
         self.trust = TrustStore.open(self.home)
         self.bus: EventBus[Event] = EventBus()
@@ -242,7 +244,9 @@ class Room:
 
     async def start(self) -> None:
         """Host, or find the host and connect with a secure session to it.
-        Raises a P2PChatError (each with its exit code) when that fails."""
+        Raises a P2PChatError (each with its exit code) when that fails; first
+        of all HomeInUseError while another process runs on the same home."""
+        self._lock.acquire()
         args = (self.identity, self.name, self.trust, self.bus, self.outbox)
         s = self._setup
         if s.role == "host":
@@ -477,7 +481,9 @@ class Room:
         await self.files.async_close()
         if self._seat is not None:
             await self._seat.async_close()
-        self.outbox.save()
+        if self._lock.held:  # else another process may own the outbox file
+            self.outbox.save()
+        self._lock.release()
         self.bus.close()
 
     def _require(self) -> Participant:

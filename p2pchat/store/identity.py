@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from p2pchat.config import RSA_BITS, RSA_EXPONENT, RSA_MAX_BITS, RSA_MIN_BITS
-from p2pchat.errors import ConfigError, IdentityError, TrustError
+from p2pchat.errors import ConfigError, HomeError, IdentityError, TrustError
 from p2pchat.proto.keys import (
     FINGERPRINT_LEN,
     fingerprint,
@@ -82,7 +82,9 @@ log = logging.getLogger("p2pchat.store.identity")
 def resolve_home(arg: str | os.PathLike[str] | None) -> Path:
     """The home directory: ``arg`` (``--home``) if given, else ``$P2PCHAT_HOME``,
     else the platform's per-user data directory. Created (mode 0700) if missing;
-    raises ConfigError if it cannot be created or is not a directory."""
+    raises HomeError (exit 2) if it cannot be created or is not a directory.
+    A home that exists but is read-only fails later, with the same error, at
+    the first file that must be written there (a new key, the lock)."""
     if arg is not None and os.fspath(arg):
         raw: str | os.PathLike[str] = arg
     elif os.environ.get(ENV_HOME):
@@ -91,11 +93,11 @@ def resolve_home(arg: str | os.PathLike[str] | None) -> Path:
         raw = platformdirs.user_data_dir("p2pchat", appauthor=False)
     home = Path(raw).expanduser()
     if home.exists() and not home.is_dir():
-        raise ConfigError(f"p2pchat home {home} exists but is not a directory")
+        raise HomeError(f"p2pchat home {home} exists but is not a directory")
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create p2pchat home {home}: {exc.strerror or exc}") from exc
+        raise HomeError(f"cannot create p2pchat home {home}: {exc.strerror or exc}") from exc
     return home
 
 
@@ -141,7 +143,7 @@ def load_storage_key(home: Path) -> bytes:
         try:
             _write_private(path, data)
         except OSError as exc:
-            raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _unwritable(home, path, exc) from exc
         return data
     except OSError as exc:
         raise IdentityError(f"cannot read {path}: {exc.strerror or exc}") from exc
@@ -149,6 +151,13 @@ def load_storage_key(home: Path) -> bytes:
         raise IdentityError(f"{path} is not a 32-byte storage key; move it away to start afresh")
     _tighten_permissions(path)
     return data
+
+
+def _unwritable(home: Path, path: Path, exc: OSError) -> HomeError:
+    """A file the home must hold cannot be created: the home is unusable (read-only, full)."""
+    return HomeError(
+        f"cannot use p2pchat home {home}: cannot write {path.name} there: {exc.strerror or exc}"
+    )
 
 
 def _tighten_permissions(path: Path) -> None:
@@ -216,7 +225,10 @@ def load_identity(home: Path, *, passphrase: bytes | None = None, create: bool =
     try:
         exists = path.exists()
         if not exists and create:
-            return _create_identity(path, passphrase)
+            try:
+                return _create_identity(path, passphrase)
+            except OSError as exc:
+                raise _unwritable(home, path, exc) from exc
         if not exists:
             raise IdentityError(f"no identity key at {path}")
         _tighten_permissions(path)
@@ -473,9 +485,7 @@ class TrustStore:
         try:
             _write_private(self.path, data)
         except OSError as exc:
-            raise IdentityError(
-                f"cannot write trust store {self.path}: {exc.strerror or exc}"
-            ) from exc
+            raise _unwritable(self.path.parent, self.path, exc) from exc
 
 
 def _check_fp(fp: bytes) -> None:
