@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from p2pchat.faces.lines import LineOutput, mismatch_warning
 from p2pchat.faces.chatlog import ChatLog
+from p2pchat.faces.lines import LineOutput, mismatch_warning
 from p2pchat.room import (
     MIXED_MARK,
     Delivered,

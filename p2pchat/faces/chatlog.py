@@ -132,34 +132,52 @@ def _tokens(row: Row) -> Iterable[tuple[str, str]]:
             yield style, word
 
 
+def _put(row: Row, style: str, text: str) -> None:
+    if row and row[-1][0] == style:
+        row[-1] = (style, row[-1][1] + text)
+    else:
+        row.append((style, text))
+
+
+def _trim(row: Row) -> None:
+    """Spaces at the end of a row are not shown."""
+    while row and not row[-1][1].strip() and len(row) > 1:
+        row.pop()
+    if row:
+        row[-1] = (row[-1][0], row[-1][1].rstrip() or row[-1][1])
+
+
 def wrap(row: Row, width: int, indent: int) -> list[Row]:
     """``row`` cut into rows of at most ``width`` cells at spaces, each row after
     the first starting with ``indent`` spaces; a word longer than a row is cut."""
     width = max(width, 1)
     indent = min(indent, width - 1) if width > 1 else 0
     rows: list[Row] = [[]]
+
+    def new_row() -> int:
+        _trim(rows[-1])
+        rows.append([("", " " * indent)] if indent else [])
+        return indent
+
     used = 0
     for style, token in _tokens(row):
         size = _width(token)
         if used + size <= width:
-            rows[-1].append((style, token))
+            _put(rows[-1], style, token)
             used += size
-            continue
-        if token.startswith(" "):  # spaces at a break are dropped
-            rows.append([("", " " * indent)])
-            used = indent
-            continue
-        if size <= width - indent:
-            rows.append([("", " " * indent), (style, token)])
-            used = indent + size
-            continue
-        for ch in token:  # a long word (a URL, a path): cut where the row ends
-            cw = get_cwidth(ch)
-            if used + cw > width:
-                rows.append([("", " " * indent)])
-                used = indent
-            rows[-1].append((style, ch))
-            used += cw
+        elif token.startswith(" "):  # spaces at a break are dropped
+            used = new_row()
+        elif size <= width - indent:
+            used = new_row()
+            _put(rows[-1], style, token)
+            used += size
+        else:
+            for ch in token:  # a long word (a URL, a path): cut where the row ends
+                cw = get_cwidth(ch)
+                if used + cw > width:
+                    used = new_row()
+                _put(rows[-1], style, ch)
+                used += cw
     return rows
 
 

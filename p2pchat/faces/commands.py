@@ -61,7 +61,7 @@ async def async_run_command(room: Room, line: str, console: Console) -> bool:
     cmd, _, rest = line.partition(" ")
     rest = rest.strip()
     if cmd in ("/quit", "/exit"):
-        return not await _stay(room, console)
+        return await _stay(room, console)  # True: stay
     handler = _COMMANDS.get(cmd)
     if handler is None:
         console.say(f"unknown command {cmd}; /help lists them")
