@@ -8,6 +8,7 @@ hosts in line mode. Every wait has a timeout.
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 
 import pytest
@@ -115,6 +116,7 @@ def test_a_paste_is_one_message_shown_as_lines(procs: ProcPool) -> None:
         assert all(re.fullmatch(r"( *|bob: )(word\d\d ?)+", row) for row in rows), rows
         assert rows[1].startswith(" " * 11 + "word"), rows
         assert sum(row.count("word") for row in rows) == 25, rows
+        assert tty.colours(), "no colour at all"
     finally:
         tty.close()
 
@@ -195,3 +197,34 @@ def test_interactive_send_accept_and_reject(tmp_path, procs: ProcPool) -> None:
         tty.close()
     bob.terminate()
     assert bob.wait() == 0
+
+
+def test_a_transfer_is_one_line_and_a_bar_without_colour(tmp_path, procs: ProcPool) -> None:
+    """A file coming in: a bar in the status bar while it runs, one entry in
+    the chat updated in place; NO_COLOR leaves no colour on the screen."""
+    bob, port = start_host(procs, procs.home("bob"))
+    inbox = tmp_path / "inbox"
+    home = procs.home("alice")
+    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice", "--home", home,
+            "--accept-files", inbox]  # fmt: skip
+    tty = TtyScreen(args, rows=30, cols=120, NO_COLOR="1")
+    try:
+        tty.wait_for("you are alice")
+        wait_session(bob, "alice")
+        big = tmp_path / "big.bin"
+        big.write_bytes(secrets.token_bytes(3 << 20))
+        sender = procs.start("send", big, "--to", "alice", "--connect", f"127.0.0.1:{port}",
+                             "--name", "carol", "--home", procs.home("carol"),
+                             "--limit-rate", "1", "--interface", "127.0.0.1")  # fmt: skip
+        tty.wait_for(r"↓ big\.bin \[#*-+\] \d+%")  # under way, in the status bar
+        tty.wait_for(r"received big\.bin from carol, SHA-256 verified")
+        assert sender.wait(30) == 0, sender.describe()
+        tty.wait_gone(r"↓ big\.bin")
+        text = tty.text()
+        assert len(re.findall(r"receiv(ing|ed) big\.bin", text)) == 1, text
+        assert (inbox / "big.bin").read_bytes() == big.read_bytes()
+        tty.type("/quit")
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+    assert tty.colours() == set(), tty.colours()

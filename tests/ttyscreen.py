@@ -19,6 +19,9 @@ from procs import LOOPBACK, base_env
 
 TIMEOUT = 20.0
 
+#: SGR parameters that set a colour (foreground, background, bright of each)
+_COLOURS = {*range(30, 38), *range(40, 48), *range(90, 98), *range(100, 108)}
+
 
 class TtyScreen:
     def __init__(
@@ -55,6 +58,19 @@ class TtyScreen:
             return
         self.output += data
         self.stream.feed(data)
+
+    def colours(self) -> set[str]:
+        """The colour parameters of every SGR sequence written (30-37, 38;..., 90-97...)."""
+        found = set()
+        for params in re.findall(r"\x1b\[([0-9;]*)m", self.output):
+            parts = params.split(";")
+            for n, part in enumerate(parts):
+                if part in ("38", "48"):
+                    found.add(";".join(parts[n : n + 3]))
+                    break
+                if part.isdigit() and int(part) in _COLOURS:
+                    found.add(part)
+        return found
 
     def text(self) -> str:
         return "\n".join(line.rstrip() for line in self.screen.display)
