@@ -10,19 +10,27 @@ from __future__ import annotations
 import re
 import secrets
 import signal
+import socket
 
 import pytest
-from procs import ProcPool, fingerprint_of, run_p2pchat, start_host, wait_session
+from procs import (
+    ProcPool,
+    fingerprint_of,
+    run_p2pchat,
+    start_host,
+    start_join,
+    wait_session,
+)
 from ttyscreen import TtyScreen
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def join_screen(
-    procs: ProcPool, port: int, rows: int = 40, cols: int = 120, **env: str
+    procs: ProcPool, port: int, *extra: str, rows: int = 40, cols: int = 120, **env: str
 ) -> TtyScreen:
     home = procs.home("alice")
-    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice", "--home", home]
+    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice", "--home", home, *extra]
     return TtyScreen(args, rows=rows, cols=cols, **env)
 
 
@@ -68,6 +76,17 @@ def test_interactive_join(procs: ProcPool) -> None:
 
         tty.type("/nonsense")
         tty.wait_for("unknown command /nonsense")
+        tty.child.send("\x1b[A")  # Up: what was sent last
+        tty.wait_for(r"^> /nonsense$")
+        tty.child.sendcontrol("u")
+        tty.child.send("/ve\t")  # Tab completes a command ...
+        tty.wait_for(r"^> /verify$")
+        tty.child.sendcontrol("u")
+        tty.child.send("/msg b\t")  # ... and a name
+        tty.wait_for(r"^> /msg bob$")
+        tty.child.sendcontrol("u")
+        tty.wait_for(r"^>$")
+
         tty.type("/clear")
         tty.wait_gone("hello from the tty")
 
@@ -97,9 +116,12 @@ def test_a_paste_is_one_message_shown_as_lines(procs: ProcPool) -> None:
         bob.wait_for_line("stdout", "^alice: line 01")
         # on alice's screen: real lines under the first, the mark after the last
         tty.wait_for(r"^ {13}line 19\n {13}line 20  ✓$")
+        tty.child.send("typed\x1b\rby hand\r")  # Alt-Enter: a new line, not sent yet
+        tty.wait_for(r"^\d\d:\d\d alice: typed\n {13}by hand  ✓$")
+        bob.wait_for_line("stdout", "^alice: typed")
         tty.type("after the paste")
         bob.wait_for_line("stdout", "^alice: after the paste$")
-        assert len(bob.stdout) == 2, bob.describe()  # the 20 lines were one message
+        assert len(bob.stdout) == 3, bob.describe()  # the 20 lines were one message
 
         bob.send_line("party 🎉 time")
         tty.wait_for(r"^\d\d:\d\d bob: party 🎉 time$")
@@ -228,3 +250,33 @@ def test_a_transfer_is_one_line_and_a_bar_without_colour(tmp_path, procs: ProcPo
     finally:
         tty.close()
     assert tty.colours() == set(), tty.colours()
+
+
+def test_log_records_stay_off_the_host_screen(tmp_path, procs: ProcPool) -> None:
+    """A connection sending garbage makes the relay log a warning: not on the
+    chat screen, in --log-file and in /log."""
+    log_file = tmp_path / "host.log"
+    args = ["host", "--name", "bob", "--home", procs.home("bob"), "--port", "0",
+            "--log-file", log_file]  # fmt: skip
+    tty = TtyScreen(args, rows=30, cols=120)
+    try:
+        port = int(tty.wait_for(r"hosting on port (\d+)").group(1))
+        alice = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}")
+        wait_session(alice, "bob")
+        tty.wait_for(r"secure session with alice")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"\xff" * 64)
+            raw.settimeout(10)
+            while raw.recv(4096):  # until the relay closes it
+                pass
+        alice.send_line("after the garbage")
+        tty.wait_for(r"alice: after the garbage")
+        assert "WARNING p2pchat.net.relay: relay: closed" in log_file.read_text()
+        assert "relay: closed" not in tty.text()
+        tty.type("/log")
+        tty.wait_for(r"\d\d,\d{3} WARNING p2pchat\.net\.relay: relay: closed")
+        tty.type("/quit")
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+    assert "relay: closed" not in re.sub(r"/log.*", "", tty.output, flags=re.S)
