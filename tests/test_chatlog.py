@@ -14,6 +14,7 @@ from p2pchat.faces.tui import LogView, _typed, routed_logging
 from p2pchat.room import (
     Delivered,
     DeliveryFailed,
+    Dialing,
     FileCompleted,
     FileProgress,
     Member,
@@ -161,9 +162,12 @@ def test_file_progress_is_one_entry_updated_in_place() -> None:
 def test_reconnecting_is_one_line_and_the_bar_counts_down() -> None:
     log = new_log()
     log.feed(Reconnecting(4.0, 1))
+    log.feed(Dialing((("127.0.0.1", 47474),)))
     log.feed(Reconnecting(8.0, 2, "connection refused"))
+    log.feed(Dialing((("127.0.0.1", 47474),)))
     rows = text(log.rows(200))
-    assert len(rows) == 1 and "attempt 2" in rows[0], rows
+    assert len(rows) == 2 and "attempt 2" in rows[0], rows
+    assert rows[1].strip() == "trying 127.0.0.1:47474", rows
     assert log.reconnect_at is not None
     at, _ = log.reconnect_at
     bar = "".join(t for _, t in status_bar("alice", [], [], log.reconnect_at, now=at - 4.2))

@@ -311,6 +311,12 @@ class ChatLog:
                 self._link = self.warn(text)
             else:
                 self._link.body = [[(WARNING, text)]]
+        elif isinstance(event, Dialing) and self._link is not None:
+            # while reconnecting, each attempt changes the one line (no flood)
+            self._link.body = [
+                *self._link.body[:1],
+                [(STATUS, line) for line in describe_link_event(event)],
+            ]
         elif isinstance(event, Reconnected | Connected | Dialing):
             if not isinstance(event, Dialing):
                 self.reconnect_at = None
