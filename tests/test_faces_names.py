@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from p2pchat.faces.chatlog import ChatLog
+from p2pchat.faces.chatlog import ChatLog, status_bar
 from p2pchat.faces.lines import LineOutput, mismatch_warning
 from p2pchat.room import (
     MIXED_MARK,
@@ -22,6 +22,7 @@ from p2pchat.room import (
     FileFailed,
     FileOffered,
     FileProgress,
+    Member,
     MessageReceived,
     MessageSent,
     PeerInfo,
@@ -117,6 +118,11 @@ def test_chat_screen_flags_the_name(event: Event) -> None:
         assert shown == ""
         return
     assert_flagged(shown, 1)
+
+
+def test_the_status_bar_flags_the_name() -> None:
+    bar = "".join(text for _, text in status_bar(SPOOF, [Member(PEER, True, False)], [], None))
+    assert_flagged(bar, 2)  # as our own name and as a member
 
 
 def test_a_plain_name_is_not_flagged() -> None:
