@@ -280,3 +280,20 @@ def test_log_records_stay_off_the_host_screen(tmp_path, procs: ProcPool) -> None
     finally:
         tty.close()
     assert "relay: closed" not in re.sub(r"/log.*", "", tty.output, flags=re.S)
+
+
+def test_the_host_ending_the_chat_ends_the_screen(procs: ProcPool) -> None:
+    bob, port = start_host(procs, procs.home("bob"))
+    tty = join_screen(procs, port)
+    try:
+        tty.wait_for("you are alice")
+        wait_session(bob, "alice")
+        bob.terminate()  # the host closes the chat for everyone
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+    assert bob.wait() == 0
+    # after the full screen: why it ended, then leaving
+    assert re.search(r"p2pchat: [^\n]*host[^\n]*\r?\n(\x1b[^\n]*)?p2pchat: leaving", tty.output), (
+        tty.output[-300:]
+    )

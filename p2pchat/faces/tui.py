@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import sys
 from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, cast
 
@@ -299,7 +300,7 @@ class ChatScreen:
 
         @kb.add("c-c")
         def _interrupt(event: KeyPressEvent) -> None:
-            event.app.exit()
+            self._exit()
 
         @kb.add("c-d", filter=empty)
         def _eof(event: KeyPressEvent) -> None:
@@ -318,6 +319,11 @@ class ChatScreen:
             self.scroll = max(0, self.scroll - max(1, self._height() - 2))
 
         return kb
+
+    def _exit(self) -> None:
+        """Leave the application (once: Ctrl-C, /quit and the room's end may meet)."""
+        if self.app.is_running and not self.app.is_done:
+            self.app.exit()
 
     def _height(self) -> int:
         return self.app.output.get_size().rows - 3
@@ -359,7 +365,7 @@ class ChatScreen:
                 go_on = True
             self.app.invalidate()
             if not go_on:
-                self.app.exit()
+                self._exit()
                 return
 
     async def _events(self) -> None:
@@ -369,7 +375,7 @@ class ChatScreen:
 
     async def _watch(self) -> None:
         await self.room.wait_for(lambda: self.stop.is_set() or self.room.ended is not None)
-        self.app.exit()
+        self._exit()
 
     async def _stop_watch(self) -> None:
         await self.stop.wait()
@@ -383,11 +389,15 @@ class ChatScreen:
                 f"hosting on port {hosting.port}; your fingerprint "
                 f"{self.room.identity.fingerprint_text}"
             )
-        jobs = (self._events(), self._work(), self._watch(), self._stop_watch())
-        tasks = [asyncio.ensure_future(job) for job in jobs]
+        tasks: list[asyncio.Task[None]] = []
+
+        def start() -> None:  # once the application runs: each job may end it
+            jobs = (self._events(), self._work(), self._watch(), self._stop_watch())
+            tasks.extend(asyncio.ensure_future(job) for job in jobs)
+
         try:
             with routed_logging(self.logs):
-                await self.app.run_async()
+                await self.app.run_async(pre_run=start)
         finally:
             for task in tasks + self.console.tasks:
                 task.cancel()
@@ -401,4 +411,7 @@ async def run_interactive(room: Room, stop: asyncio.Event, *, replaced: Any = No
     if replaced is not None:
         replaced()
     await ChatScreen(room, stop).run()
+    # the chat screen is gone with the application: why it ended stays visible
+    if room.ended is not None:
+        print(f"p2pchat: {room.ended.reason}", file=sys.stderr, flush=True)
     print("p2pchat: leaving", flush=True)
