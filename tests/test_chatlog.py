@@ -274,3 +274,25 @@ def test_the_screen_takes_the_stderr_handler_and_keeps_the_records() -> None:
     finally:
         root.removeHandler(stderr)
     assert len(view.records) == 2 and view.records[-1].endswith("outbox: cannot save 2")
+
+
+def test_the_chat_window_shows_the_last_rows_and_scrolls() -> None:
+    from p2pchat.faces.tui import _LogControl
+
+    log = new_log()
+    screen = SimpleNamespace(log=log, scroll=0)
+    control = _LogControl(screen)  # type: ignore[arg-type]
+
+    def shown(height: int) -> list[str]:
+        content = control.create_content(40, height)
+        return ["".join(t for _, t in content.get_line(i)) for i in range(content.line_count)]
+
+    log.feed(MessageReceived(BOB, MID, "only one"))
+    assert shown(3) == ["", "", "12:00 bob: only one"]  # at the bottom, above the input
+    for n in range(2, 51):
+        log.feed(MessageReceived(BOB, bytes([n]) * 16, f"number {n}"))
+    assert shown(3)[-1] == "12:00 bob: number 50"
+    screen.scroll = 5  # PageUp
+    assert shown(3)[-1] == "12:00 bob: number 45"
+    screen.scroll = 1000  # past the top: the first rows, and no further
+    assert shown(3)[0] == "12:00 bob: only one" and screen.scroll == 47
