@@ -1,169 +1,299 @@
-"""The interactive chat screen, driven for real in a pseudo-terminal.
+"""The chat screen, driven for real in a pseudo-terminal and read through a
+terminal emulator (tests/ttyscreen.py): what a person sees.
 
-alice runs ``p2pchat join`` under pexpect (stdin and stdout are a TTY, so the
-prompt_toolkit screen runs); bob hosts in line mode. Every expect has a timeout.
+alice runs ``p2pchat join`` on a terminal (the full-screen application); bob
+hosts in line mode. Every wait has a timeout.
 """
 
 from __future__ import annotations
 
 import re
-import sys
+import secrets
+import signal
+import socket
 
-import pexpect
 import pytest
 from procs import (
-    LOOPBACK,
     ProcPool,
-    base_env,
     fingerprint_of,
     run_p2pchat,
     start_host,
+    start_join,
     wait_session,
 )
+from ttyscreen import TtyScreen
 
 pytestmark = pytest.mark.timeout(90)
 
-TIMEOUT = 20
+
+def join_screen(
+    procs: ProcPool, port: int, *extra: str, rows: int = 40, cols: int = 120, **env: str
+) -> TtyScreen:
+    home = procs.home("alice")
+    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice", "--home", home, *extra]
+    return TtyScreen(args, rows=rows, cols=cols, **env)
 
 
 def test_interactive_join(procs: ProcPool) -> None:
-    home_bob, home_alice = procs.home("bob"), procs.home("alice")
+    home_bob = procs.home("bob")
     fp_bob = fingerprint_of(home_bob)
     bob, port = start_host(procs, home_bob)
-
-    # Nothing in the test answers cursor-position requests: tell prompt_toolkit
-    # not to ask (a real terminal answers them).
-    env = base_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="120", LINES="40")
-    argv = [
-        "-m",
-        "p2pchat",
-        "join",
-        "--connect",
-        f"127.0.0.1:{port}",
-        "--name",
-        "alice",
-        "--home",
-        str(home_alice),
-        *LOOPBACK,
-    ]
-    child = pexpect.spawn(
-        sys.executable,
-        argv,
-        env=env,
-        dimensions=(40, 120),
-        encoding="utf-8",
-        codec_errors="replace",
-        timeout=TIMEOUT,
-    )
+    tty = join_screen(procs, port)
     try:
-        # the session notice (with the SAS to compare) comes before the screen starts
-        child.expect(r"secure session with bob \(first contact")
-        child.expect(re.escape(fp_bob))
-        child.expect(r"short authentication string:?\s+(\d{3} \d{3})")
-        sas = child.match.group(1)
+        # first contact: the fingerprint and the SAS to compare
+        tty.wait_for(r"secure session with bob \(first contact")
+        tty.wait_for(re.escape(fp_bob))
+        sas = tty.wait_for(r"short authentication string\s+(\d{3} \d{3})").group(1)
         assert wait_session(bob, "alice") == sas
-        child.expect("you are alice; type /help for commands")
+        tty.wait_for(r"here: bob\s+1 not verified")
+        tty.wait_for("you are alice; type /help for commands")
 
-        child.send("hello from the tty\r")
+        tty.type("hello from the tty")
         bob.wait_for_line("stdout", "^alice: hello from the tty$")
-        child.expect("delivered: hello from the tty")
+        tty.wait_for(r"^\d\d:\d\d alice: hello from the tty  ✓$")  # one line, marked
 
         bob.send_line("hi alice \x1b[31mred")
-        child.expect(re.escape("bob: hi alice \\x1b[31mred"))
+        tty.wait_for(re.escape("bob: hi alice \\x1b[31mred"))
 
-        child.send("/who\r")
-        child.expect(rf"bob\s+{re.escape(fp_bob)}\s+secure, not verified")
+        tty.type("//etc/hosts")  # a leading slash, doubled
+        bob.wait_for_line("stdout", "^alice: /etc/hosts$")
+        tty.type("/me waves")
+        bob.wait_for_line("stdout", "^alice: /me waves$")
+        tty.wait_for(r"\* alice waves  ✓$")
 
-        child.send("/help\r")
-        for command in ("/who", "/verify", "/quit"):
-            child.expect(re.escape(command))
+        tty.type("/who")
+        tty.wait_for(rf"bob\s+{re.escape(fp_bob)}\s+secure, not verified")
+        tty.type("/help")
+        for command in ("/who", "/verify", "/me", "/clear", "/log", "/quit"):
+            tty.wait_for(re.escape(command))
 
-        child.send("/verify\r")
-        child.expect(re.escape(f"short authentication string: {sas}"))
-        child.expect(r"Mark verified \[y/N\]")
-        child.send("y\r")
-        child.expect("bob marked verified")
+        tty.type("/verify")
+        tty.wait_for(re.escape(f"short authentication string: {sas}"))
+        tty.wait_for(r"Mark verified \[y/N\]")
+        tty.type("y")
+        tty.wait_for("bob marked verified")
+        tty.wait_for(r"here: bob\s*$")  # nobody unverified now
 
-        child.send("/nonsense\r")
-        child.expect("unknown command /nonsense")
+        tty.type("/nonsense")
+        tty.wait_for("unknown command /nonsense")
+        tty.child.send("\x1b[A")  # Up: what was sent last
+        tty.wait_for(r"^> /nonsense$")
+        tty.child.sendcontrol("u")
+        tty.child.send("/ve\t")  # Tab completes a command ...
+        tty.wait_for(r"^> /verify$")
+        tty.child.sendcontrol("u")
+        tty.child.send("/msg b\t")  # ... and a name
+        tty.wait_for(r"^> /msg bob$")
+        tty.child.sendcontrol("u")
+        tty.wait_for(r"^>$")
 
-        child.sendcontrol("d")
-        child.expect(pexpect.EOF)
+        tty.type("/clear")
+        tty.wait_gone("hello from the tty")
+
+        tty.child.sendcontrol("d")  # everything delivered: it leaves without asking
+        assert tty.exit_code() == 0
     finally:
-        child.close(force=True)
-    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+        tty.close()
     bob.wait_for_line("stderr", "^p2pchat: alice left$")
-    assert bob.stdout == ["alice: hello from the tty"]  # commands are not messages
-
-    listing = run_p2pchat("trust", "list", "--home", home_alice).stdout
+    # commands are not messages
+    assert bob.stdout == ["alice: hello from the tty", "alice: /etc/hosts", "alice: /me waves"]
+    listing = run_p2pchat("trust", "list", "--home", procs.home("alice")).stdout
     assert re.search(rf"bob\s+{re.escape(fp_bob)}\s+verified,", listing), listing
     bob.terminate()
     assert bob.wait() == 0
 
 
+def test_a_paste_is_one_message_shown_as_lines(procs: ProcPool) -> None:
+    bob, port = start_host(procs, procs.home("bob"))
+    tty = join_screen(procs, port, rows=30, cols=100)
+    try:
+        tty.wait_for("you are alice")
+        wait_session(bob, "alice")
+        block = "\n".join(f"line {n:02}" for n in range(1, 21))
+        tty.paste(block + "\n")  # a trailing newline too, as a copied block often has
+        tty.wait_for(r"^ +line 20$")  # in the input, not sent yet
+        tty.type("")
+        bob.wait_for_line("stdout", "^alice: line 01")
+        # on alice's screen: real lines under the first, the mark after the last
+        tty.wait_for(r"^ {13}line 19\n {13}line 20  ✓$")
+        tty.child.send("typed\x1b\rby hand\r")  # Alt-Enter: a new line, not sent yet
+        tty.wait_for(r"^\d\d:\d\d alice: typed\n {13}by hand  ✓$")
+        bob.wait_for_line("stdout", "^alice: typed")
+        tty.type("after the paste")
+        bob.wait_for_line("stdout", "^alice: after the paste$")
+        assert len(bob.stdout) == 3, bob.describe()  # the 20 lines were one message
+
+        bob.send_line("party 🎉 time")
+        tty.wait_for(r"^\d\d:\d\d bob: party 🎉 time$")
+
+        words = " ".join(f"word{n:02}" for n in range(1, 26))
+        bob.send_line(words)
+        tty.wait_for(r"word25$")
+        tty.resize(30, 60)
+        tty.wait_for(r"^ {11}word08 ")  # drawn again for 60 columns
+        text = tty.text()
+        start = text.index("bob: word01")
+        rows = [row for row in text[start:].split("\n") if "word" in row]
+        # cut at words, each later row under the text (11 cells: "HH:MM bob: ")
+        assert all(re.fullmatch(r"( *|bob: )(word\d\d ?)+", row) for row in rows), rows
+        assert rows[1].startswith(" " * 11 + "word"), rows
+        assert sum(row.count("word") for row in rows) == 25, rows
+        assert tty.colours(), "no colour at all"
+    finally:
+        tty.close()
+
+
+def test_a_reconnect_is_one_line_and_quit_asks_while_undelivered(procs: ProcPool) -> None:
+    home_bob = procs.home("bob")
+    bob, port = start_host(procs, home_bob)
+    tty = join_screen(procs, port)
+    try:
+        tty.wait_for(r"short authentication string\s+\d{3} \d{3}")
+        wait_session(bob, "alice")
+        bob.popen.send_signal(signal.SIGKILL)
+        bob.popen.wait(10)
+        tty.wait_for(r"reconnecting")  # the status bar (and one log line)
+        tty.type("while away")
+        tty.wait_for(r"alice: while away  …$")
+        tty.type("/quit")
+        tty.wait_for(r"1 message\(s\) not delivered yet: leave anyway\? \[y/N\]")
+        tty.type("n")
+
+        bob2, _ = start_host(procs, home_bob, "--port", str(port))
+        tty.wait_for(r"secure session with bob again \(known key, not verified: /verify\)")
+        tty.wait_for(r"alice: while away  ✓$")
+        bob2.wait_for_line("stdout", "^alice: while away$")
+        text = tty.text()
+        assert text.count("short authentication string") == 1, text  # not again
+        assert len(re.findall(r"^\d\d:\d\d .*reconnecting", text, re.M)) == 1, text
+        tty.type("/quit")
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+
+
 def test_interactive_send_accept_and_reject(tmp_path, procs: ProcPool) -> None:
     """/send to a host that accepts files; a file offered to the screen is
     /accept'ed into the downloads directory, another /reject'ed."""
-    home_bob, home_alice = procs.home("bob"), procs.home("alice")
+    home_bob = procs.home("bob")
     inbox, downloads = tmp_path / "bob-inbox", tmp_path / "downloads"
     bob, port = start_host(procs, home_bob, "--accept-files", inbox)
     outgoing = tmp_path / "from alice.txt"
     outgoing.write_text("alice's notes\n")
-    env = base_env(
-        TERM="xterm",
-        PROMPT_TOOLKIT_NO_CPR="1",
-        COLUMNS="160",
-        LINES="40",
-        XDG_DOWNLOAD_DIR=str(downloads),
-    )
-    argv = ["-m", "p2pchat", "join", "--connect", f"127.0.0.1:{port}", "--name", "alice",
-            "--home", str(home_alice), *LOOPBACK]  # fmt: skip
-    child = pexpect.spawn(
-        sys.executable,
-        argv,
-        env=env,
-        dimensions=(40, 160),
-        encoding="utf-8",
-        codec_errors="replace",
-        timeout=TIMEOUT,
-    )
+    tty = join_screen(procs, port, cols=160, XDG_DOWNLOAD_DIR=str(downloads))
     try:
-        child.expect("you are alice; type /help for commands")
+        tty.wait_for("you are alice; type /help for commands")
         wait_session(bob, "alice")
-        child.send(f"/send {outgoing}\r")
-        child.expect(r"sent from alice\.txt to bob, SHA-256 verified by bob")
+        tty.type(f"/send {outgoing}")
+        tty.wait_for(r"sent from alice\.txt to bob, SHA-256 verified by bob")
         assert (inbox / "from alice.txt").read_text() == "alice's notes\n"
 
         # bob's side of things, from a one-shot sender run by "carol"
         for name, text in (("wanted.txt", "yes please"), ("unwanted.txt", "no thanks")):
             (tmp_path / name).write_text(text)
         args = ["--to", "alice", "--connect", f"127.0.0.1:{port}", "--name", "carol",
-                "--home", procs.home("carol"), *LOOPBACK]  # fmt: skip
+                "--home", procs.home("carol"), "--interface", "127.0.0.1"]  # fmt: skip
         wanted = procs.start("send", tmp_path / "wanted.txt", *args, name="send-wanted")
-        child.expect(r"carol offers wanted\.txt \(10 B\): /accept ([0-9a-f]{8})")
-        short = child.match.group(1)
-        child.send("/files\r")
-        child.expect(rf"{short}\s+wanted\.txt from carol: offered, 0% of 10 B")
-        child.send(f"/accept {short}\r")
-        child.expect(r"received wanted\.txt from carol, SHA-256 verified")
+        short = tty.wait_for(r"carol offers wanted\.txt \(10 B\): /accept ([0-9a-f]{8})").group(1)
+        tty.type("/files")
+        tty.wait_for(rf"{short}\s+wanted\.txt from carol: offered, 0% of 10 B")
+        tty.type(f"/accept {short}")
+        tty.wait_for(r"received wanted\.txt from carol, SHA-256 verified")
         assert wanted.wait(20) == 0, wanted.describe()
         assert (downloads / "wanted.txt").read_text() == "yes please"
 
         unwanted = procs.start("send", tmp_path / "unwanted.txt", *args, name="send-unwanted")
-        child.expect(r"carol offers unwanted\.txt")
-        child.send("/reject\r")
+        tty.wait_for(r"carol offers unwanted\.txt")
+        tty.type("/reject")
         assert unwanted.wait(20) == 1, unwanted.describe()
         assert unwanted.stderr[-1] == "p2pchat: error: alice refused unwanted.txt: declined"
         assert not (downloads / "unwanted.txt").exists()
 
-        child.send("/accept\r")
-        child.expect("no file offer waiting")
-        child.send("/send /no/such/file\r")
-        child.expect("no such file: /no/such/file")
-        child.sendcontrol("d")
-        child.expect(pexpect.EOF)
+        tty.type("/accept")
+        tty.wait_for("no file offer waiting")
+        tty.type("/send /no/such/file")
+        tty.wait_for("no such file: /no/such/file")
+        tty.child.sendcontrol("d")
+        assert tty.exit_code() == 0
     finally:
-        child.close(force=True)
-    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+        tty.close()
     bob.terminate()
     assert bob.wait() == 0
+
+
+def test_a_transfer_is_one_line_and_a_bar_without_colour(tmp_path, procs: ProcPool) -> None:
+    """A file coming in: a bar in the status bar while it runs, one entry in
+    the chat updated in place; NO_COLOR leaves no colour on the screen."""
+    bob, port = start_host(procs, procs.home("bob"))
+    inbox = tmp_path / "inbox"
+    home = procs.home("alice")
+    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice", "--home", home,
+            "--accept-files", inbox]  # fmt: skip
+    tty = TtyScreen(args, rows=30, cols=120, NO_COLOR="1")
+    try:
+        tty.wait_for("you are alice")
+        wait_session(bob, "alice")
+        big = tmp_path / "big.bin"
+        big.write_bytes(secrets.token_bytes(3 << 20))
+        sender = procs.start("send", big, "--to", "alice", "--connect", f"127.0.0.1:{port}",
+                             "--name", "carol", "--home", procs.home("carol"),
+                             "--limit-rate", "1", "--interface", "127.0.0.1")  # fmt: skip
+        tty.wait_for(r"↓ big\.bin \[#*-+\] \d+%")  # under way, in the status bar
+        tty.wait_for(r"received big\.bin from carol, SHA-256 verified")
+        assert sender.wait(30) == 0, sender.describe()
+        tty.wait_gone(r"↓ big\.bin")
+        text = tty.text()
+        assert len(re.findall(r"receiv(ing|ed) big\.bin", text)) == 1, text
+        assert (inbox / "big.bin").read_bytes() == big.read_bytes()
+        tty.type("/quit")
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+    assert tty.colours() == set(), tty.colours()
+
+
+def test_log_records_stay_off_the_host_screen(tmp_path, procs: ProcPool) -> None:
+    """A connection sending garbage makes the relay log a warning: not on the
+    chat screen, in --log-file and in /log."""
+    log_file = tmp_path / "host.log"
+    args = ["host", "--name", "bob", "--home", procs.home("bob"), "--port", "0",
+            "--log-file", log_file]  # fmt: skip
+    tty = TtyScreen(args, rows=30, cols=120)
+    try:
+        port = int(tty.wait_for(r"hosting on port (\d+)").group(1))
+        alice = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}")
+        wait_session(alice, "bob")
+        tty.wait_for(r"secure session with alice")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"\xff" * 64)
+            raw.settimeout(10)
+            while raw.recv(4096):  # until the relay closes it
+                pass
+        alice.send_line("after the garbage")
+        tty.wait_for(r"alice: after the garbage")
+        assert "WARNING p2pchat.net.relay: relay: closed" in log_file.read_text()
+        assert "relay: closed" not in tty.text()
+        tty.type("/log")
+        tty.wait_for(r"\d\d,\d{3} WARNING p2pchat\.net\.relay: relay: closed")
+        tty.type("/quit")
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+    assert "relay: closed" not in re.sub(r"/log.*", "", tty.output, flags=re.S)
+
+
+def test_the_host_ending_the_chat_ends_the_screen(procs: ProcPool) -> None:
+    bob, port = start_host(procs, procs.home("bob"))
+    tty = join_screen(procs, port)
+    try:
+        tty.wait_for("you are alice")
+        wait_session(bob, "alice")
+        bob.terminate()  # the host closes the chat for everyone
+        assert tty.exit_code() == 0
+    finally:
+        tty.close()
+    assert bob.wait() == 0
+    # after the full screen: why it ended, then leaving
+    assert re.search(r"p2pchat: [^\n]*host[^\n]*\r?\n(\x1b[^\n]*)?p2pchat: leaving", tty.output), (
+        tty.output[-300:]
+    )

@@ -118,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory holding this identity's key and pins "
         "(default: $P2PCHAT_HOME, else the user data directory)",
     )
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="print log records on stderr: -v warnings and info, -vv debug too "
+        "(without it, or on the chat screen, they go only to --log-file; /log shows them)",
+    )
     common.add_argument("--log-file", metavar="PATH", help="write logs to PATH (no secrets)")
 
     net = argparse.ArgumentParser(add_help=False)
@@ -378,13 +385,18 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    """Log records go to --log-file, or to stderr with -v; without either,
+    nowhere (stderr has p2pchat's own status lines only). The chat screen
+    takes the stderr handler away while it runs (faces/tui.py)."""
     level = logging.WARNING - 10 * min(args.verbose, 2)
     handlers: list[logging.Handler] = []
     if args.log_file:
         handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
         level = min(level, logging.INFO)
-    else:
+    elif args.verbose:
         handlers.append(_StderrHandler())
+    else:
+        handlers.append(logging.NullHandler())  # not logging's last resort on stderr
     logging.basicConfig(
         level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

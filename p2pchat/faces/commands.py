@@ -15,7 +15,10 @@ from typing import Any, Protocol
 from p2pchat.errors import P2PChatError
 from p2pchat.room import Room, Transfer, display_name, format_size, sanitize
 
-__all__ = ["HELP", "Console", "async_run_command"]
+__all__ = ["ACTION", "COMMANDS", "HELP", "Console", "async_run_command", "leave_warning"]
+
+#: What ``/me TEXT`` sends: faces show such a message as an action ("* alice TEXT").
+ACTION = "/me "
 
 HELP = """commands:
   /who            who is here, with fingerprints and trust state
@@ -25,9 +28,10 @@ HELP = """commands:
   /accept [ID]    accept a file offered to you (saved in your downloads directory)
   /reject [ID]    refuse a file offered to you
   /files          transfers under way, with their ids
-  /quit           leave (also Ctrl-C or Ctrl-D)
+  /me TEXT        an action: others see "* YOU TEXT"
+  /quit           leave (asks first if messages or files are still on the way)
   /help           this text
-anything else is sent to everyone in the chat"""
+anything else is sent to everyone in the chat; //TEXT sends /TEXT"""
 
 
 class Console(Protocol):
@@ -51,13 +55,13 @@ async def async_run_command(room: Room, line: str, console: Console) -> bool:
     Returns False for /quit."""
     if not line:
         return True
-    if not line.startswith("/"):
-        await _send_text(room, line, console)
+    if not line.startswith("/") or line.startswith("//"):
+        await _send_text(room, line[1:] if line.startswith("//") else line, console)
         return True
     cmd, _, rest = line.partition(" ")
     rest = rest.strip()
     if cmd in ("/quit", "/exit"):
-        return False
+        return await _stay(room, console)  # True: stay
     handler = _COMMANDS.get(cmd)
     if handler is None:
         console.say(f"unknown command {cmd}; /help lists them")
@@ -71,6 +75,35 @@ async def _send_text(room: Room, text: str, console: Console, to: str | None = N
         await room.send(text, to=to)
     except P2PChatError as exc:
         console.say(f"! not sent: {exc}")
+
+
+def leave_warning(room: Room) -> str | None:
+    """What leaving now would leave behind (messages not acknowledged, files
+    under way), or None."""
+    left = []
+    undelivered = len(room.undelivered())
+    if undelivered:
+        left.append(f"{undelivered} message(s) not delivered yet")
+    transfers = len(room.files.transfers())
+    if transfers:
+        left.append(f"{transfers} file transfer(s) under way")
+    return " and ".join(left) or None
+
+
+async def _stay(room: Room, console: Console) -> bool:
+    """Asked to leave with something still on the way: True to stay."""
+    warning = leave_warning(room)
+    if warning is None:
+        return False
+    answer = await console.ask(f"{warning}: leave anyway? [y/N] ")
+    return answer is not None and answer.strip().lower() not in ("y", "yes")
+
+
+async def _me(room: Room, rest: str, console: Console) -> None:
+    if not rest:
+        console.say("usage: /me TEXT")
+        return
+    await _send_text(room, ACTION + rest, console)
 
 
 async def _help(room: Room, rest: str, console: Console) -> None:
@@ -201,6 +234,7 @@ async def _files(room: Room, rest: str, console: Console) -> None:
 
 _COMMANDS = {
     "/help": _help,
+    "/me": _me,
     "/who": _who,
     "/msg": _msg,
     "/verify": _verify,
@@ -209,3 +243,6 @@ _COMMANDS = {
     "/reject": _reject,
     "/files": _files,
 }
+
+#: Every command a face can complete (the chat screen adds its own).
+COMMANDS = (*_COMMANDS, "/quit")
