@@ -420,3 +420,10 @@ def test_the_classes_against_the_local_unicode_database() -> None:
     assert not _set(BLANKS) & escaped
     escaped_list = [c for a, b in ESCAPED for c in (a, b)]
     assert escaped_list == sorted(escaped_list)  # ascending, no overlap
+
+
+def test_faces_reach_the_policy_through_the_room() -> None:
+    import p2pchat.room as room
+
+    assert room.sanitize is sanitize and room.check_name is check_name
+    assert room.display_lines is display_lines
