@@ -145,6 +145,13 @@ def test_sanitize_changes_only_escaped_characters_and_backslashes(text: str) -> 
         assert shown == text
 
 
+@given(st.text(st.characters(max_codepoint=0x7F), max_size=80))
+def test_the_ascii_shortcut_agrees_with_the_full_rule(text: str) -> None:
+    from p2pchat.proto import text as policy
+
+    assert sanitize(text) == policy._SANITIZE_RE.sub(policy._escape, text)
+
+
 # ---------------------------------------------------------------- what people write
 
 

@@ -263,6 +263,8 @@ def sanitize(text: str) -> str:
     sanitize is not idempotent (an escape's backslash would be doubled), so
     apply it once, to the text as received, never to its own output. Newlines
     are escaped too: use :func:`display_lines` for multi-line text."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case, without the regular expression
     return _SANITIZE_RE.sub(_escape, text)
 
 
@@ -272,6 +274,8 @@ def display_lines(text: str) -> list[str]:
     a lone ``"\\r"`` is escaped). Always at least one line; ``"a\\n"`` is
     ``["a", ""]``. Tabs stay escaped: how far one moves depends on the
     terminal, so it could line text up to fake a column."""
+    if "\n" not in text and "\u2028" not in text and "\u2029" not in text:
+        return [sanitize(text)]
     return [sanitize(line) for line in _LINE_BREAK_RE.split(text)]
 
 
