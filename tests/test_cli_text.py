@@ -25,6 +25,9 @@ def test_names_and_messages_people_write(procs: ProcPool) -> None:
         name=PERSIAN,
     )  # fmt: skip
     assert wait_session(join, ZOE) == wait_session(host, PERSIAN)
+    hosting = next(line for line in host.stderr if "advertised at" in line)
+    assert f"hosting as {ZOE} on port {port}" in hosting  # not escaped, nor repr()'d
+    assert f" as '{ZOE} " in hosting, hosting
 
     join.send_line(f"{FAMILY} {FLAG} \U0001fae8 क्\u200dष")
     join.send_line("evil \x1b[2J \u202eexe.txt \u2066x\u2069 typed \\x1b")
