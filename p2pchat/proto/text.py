@@ -269,7 +269,7 @@ def sanitize(text: str) -> str:
 
 
 def display_lines(text: str) -> list[str]:
-    """``text`` as the lines a face shows, each :func:`sanitize`\\d: split at
+    """``text`` as the lines a face shows, each escaped by :func:`sanitize`: split at
     ``"\\n"``, ``"\\r\\n"``, U+2028 and U+2029 (which break is not told apart;
     a lone ``"\\r"`` is escaped). Always at least one line; ``"a\\n"`` is
     ``["a", ""]``. Tabs stay escaped: how far one moves depends on the
