@@ -169,7 +169,13 @@ BAD_NAMES = {
     "c1-control": "al\x85ice",
     "bidi-override": "\u202eecila",
     "bidi-isolate": "al\u2066ice",
-    "zero-width-joiner": "a\u200db",
+    "zero-width-space": "a\u200bb",
+    "word-joiner": "a\u2060b",
+    "bom": "\ufeffalice",
+    "right-to-left-mark": "alice\u200f",
+    "only-joiners-and-selectors": "\u200d\ufe0f\u200c",
+    "hangul-filler": "\u3164",
+    "noncharacter": "a\uffff",
     "line-separator": "a\u2028b",
     "no-break-space": "a\u00a0b",
     "private-use": "a\ue000b",
@@ -270,7 +276,17 @@ def test_missing_required_field_is_rejected(frame: Frame, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["a", "é" * 32, "😀" * 16, "a" * 64, "Zoë", "李小龙", "O'Brien-Smith", "a b"]
+    "name",
+    [
+        *["a", "é" * 32, "😀" * 16, "a" * 64, "Zoë", "李小龙", "O'Brien-Smith", "a b"],
+        *[
+            "Zoë 👩\u200d💻",
+            "می\u200cخواهم",  # noqa: RUF001 (Persian, with a ZWNJ)
+            "क्\u200dष",
+            "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+        ],
+        "shaking \U0001fae8",  # Unicode 15: unassigned in CPython 3.11's tables
+    ],
 )
 def test_acceptable_names(name: str) -> None:
     assert check_name(name) == name

@@ -152,6 +152,14 @@ def test_the_table_is_loaded_on_the_first_comparison_only() -> None:
         ("\u0397\u039b\u0399\u0391\u03a3", "\u03b7\u03bb\u03b9\u03b1\u03c3"),  # ΗΛΙΑΣ, ηλιας
         ("\u0397ELLO", "hello"),  # capital Greek Eta is Latin H
         ("I1l", "lll"),
+        # what shows nothing is dropped first: joiners, selectors, tags, fillers
+        ("bo\u200db", "bob"),
+        ("b\u200cob", "bob"),
+        ("\u2764\ufe0f bob", "\u2764 bob"),
+        ("\U0001f469\u200d\U0001f4bb", "\U0001f469\U0001f4bb"),
+        ("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", "\U0001f3f4"),
+        ("\u3164bob", "bob"),
+        ("bob\u2800", "bob"),
     ],
 )
 def test_look_alikes_are_the_same_name(a: str, b: str) -> None:
@@ -220,4 +228,9 @@ def test_display_name_escapes_what_a_terminal_would_obey() -> None:
     assert display_name("a\x1b[2Jb") == "a\\x1b[2Jb"
     assert display_name("x\u202ey") == "x\\u202ey"
     assert display_name("\U0001f469\u200d\U0001f4bb") == "\U0001f469\u200d\U0001f4bb"  # ZWJ kept
+    flag = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    assert display_name(flag) == flag  # tags kept
+    assert display_name("\u0915\u094d\u200c\u0937") == "\u0915\u094d\u200c\u0937"  # ZWNJ kept
+    assert display_name("a\u200fb\ufeff") == "a\\u200fb\\ufeff"
+    assert display_name("\\x1b") == "\\\\x1b"  # typed, not a real ESC
     assert display_name(f"b{CYRILLIC_O}b\x07") == f"b{CYRILLIC_O}b\\x07{MIXED_MARK}"

@@ -29,6 +29,7 @@ from p2pchat.room import (
     format_fingerprint,
     host_listing,
     resolve_home,
+    sanitize,
 )
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ async def run_host(args: argparse.Namespace) -> int:
         assert hosting is not None
         out.status(
             f"hosting as {display_name(room.name)} on port {hosting.port}, advertised at "
-            f"{', '.join(hosting.addresses)} as {hosting.instance!r}"
+            f"{', '.join(hosting.addresses)} as '{sanitize(hosting.instance)}'"
         )
         out.status(f"your fingerprint: {room.identity.fingerprint_text}")
         if args.json:

@@ -123,7 +123,7 @@ def mismatch_warning(event: PeerRefused, hint: KeyHint | None = None) -> str:
         where = f"{at.addresses[0]} port {at.port}" if at.addresses else f"port {at.port}"
         lines += [
             "The pinned key is on the network too: it is advertised by",
-            f"    {sanitize(instance_of(at))!r} at {where}",
+            f"    '{sanitize(instance_of(at))}' at {where}",
             f"so this is another device calling itself {name}. Nothing was sent.",
             "Keep the pin. To join the pinned one:",
             f"    p2pchat join {shlex.quote(sanitize(hint.pinned_selector or at.name))}",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from p2pchat.net.relay import RelayLimits
     from p2pchat.proto.keys import format_fingerprint, parse_fingerprint
     from p2pchat.proto.names import MIXED_MARK, display_name, is_mixed_script, name_scripts
-    from p2pchat.proto.text import check_name, sanitize
+    from p2pchat.proto.text import check_name, display_lines, sanitize
     from p2pchat.proto.transfer import Phase, format_duration, format_size
     from p2pchat.room.delivery import Missing
     from p2pchat.room.events import (
@@ -107,6 +107,7 @@ __all__ = [
     "async_browse",
     "check_name",
     "describe_error",
+    "display_lines",
     "display_name",
     "format_duration",
     "fingerprint_prefix",
@@ -177,6 +178,7 @@ _WHERE = {
     "async_browse": "p2pchat.net.discovery",
     "check_name": "p2pchat.proto.text",
     "describe_error": "p2pchat.errors",
+    "display_lines": "p2pchat.proto.text",
     "display_name": "p2pchat.proto.names",
     "format_duration": "p2pchat.proto.transfer",
     "format_fingerprint": "p2pchat.proto.keys",

@@ -346,7 +346,7 @@ class Link:
         named = sanitize(host.name)
         fp = format_fingerprint(host.fingerprint)
         raise TrustError(
-            f"you asked for {asked!r}, but the host at {where} proved the name {named!r} "
+            f"you asked for {asked!r}, but the host at {where} proved the name '{named}' "
             f"(key {fp}); not joining it (if it is the one you mean: "
             f"p2pchat join {shlex.quote(f'{named}@{fp[:4]}')})"
         )
