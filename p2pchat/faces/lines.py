@@ -406,11 +406,15 @@ class LineOutput:
                 Trust.KNOWN: "known key",
                 Trust.VERIFIED: "verified key",
             }[event.trust]
+            advice = (
+                "(verified before: nothing to compare)"
+                if event.trust is Trust.VERIFIED
+                else "(compare it with theirs; /verify in the interactive chat)"
+            )
             self.status(
                 f"secure session with {display_name(event.peer.name)} ({note})\n"
                 f"    fingerprint {event.peer.fingerprint_text}\n"
-                f"    short authentication string: {event.sas} "
-                "(compare it with theirs; /verify in the interactive chat)"
+                f"    short authentication string: {event.sas} {advice}"
             )
         elif isinstance(event, PeerJoined):
             # the relay's word only: a person reads of a peer once its key is
