@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from p2pchat.room import HostInfo
+
+#: the downloads directory's override, as P2PCHAT_HOME is the home's
+ENV_DOWNLOADS = "P2PCHAT_DOWNLOADS"
 
 __all__ = ["install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
 
@@ -76,6 +80,18 @@ def interactive(args: argparse.Namespace) -> bool:
     return not args.json and sys.stdin.isatty() and sys.stdout.isatty()
 
 
+def download_dir(arg: str | None) -> str:
+    """Where /accept saves: ``--download-dir``, else ``$P2PCHAT_DOWNLOADS``,
+    else the platform's downloads directory (as --home and $P2PCHAT_HOME)."""
+    if arg:
+        return arg
+    if os.environ.get(ENV_DOWNLOADS):
+        return os.environ[ENV_DOWNLOADS]
+    import platformdirs
+
+    return platformdirs.user_downloads_dir()
+
+
 def file_options(args: argparse.Namespace) -> dict[str, Any]:
     """Files offered to us: accepted into --accept-files DIR, asked about on the
     chat screen (saved in the downloads directory), else refused."""
@@ -85,9 +101,7 @@ def file_options(args: argparse.Namespace) -> dict[str, Any]:
     if accept:
         policy, directory = "auto", accept
     elif interactive(args):
-        import platformdirs
-
-        policy, directory = "ask", platformdirs.user_downloads_dir()
+        policy, directory = "ask", download_dir(getattr(args, "download_dir", None))
     quota = int(args.files_quota * (1 << 30))
     return {"file_policy": policy, "file_dir": directory, "file_quota": quota}
 

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "line and JSON mode refuse",
     )
     receive.add_argument(
+        "--download-dir",
+        metavar="DIR",
+        help="where files accepted on the chat screen (/accept) go (default: "
+        "$P2PCHAT_DOWNLOADS, else your downloads directory)",
+    )
+    receive.add_argument(
         "--files-quota",
         type=_gib,
         metavar="GIB",
