@@ -75,6 +75,19 @@ def test_undeliverable_and_unsent_messages_are_marked_red() -> None:
     log.clear()
     log.feed(MessageSent(b"\x08" * 16, "anyone?", (), queued=False))
     assert "reached no one" in text(log.rows(200))[0]
+    # sent to one who never proved a key, and left: it reached no one either
+    log.clear()
+    log.feed(MessageSent(MID, "hello?", ("mallory",)))
+    log.feed(Delivered(MID, BOB, complete=True, delivered=0, total=0, dropped=True))
+    assert text(log.rows(200))[0] == "12:00 alice: hello?  ✗ it reached no one"
+    # one of two never proved a key: what the other acknowledged completes it
+    log.clear()
+    other = b"\x09" * 16
+    log.feed(MessageSent(other, "hi", ("bob", "mallory")))
+    log.feed(Delivered(other, BOB, complete=False, delivered=1, total=2))
+    assert text(log.rows(200))[0].endswith("1/2")
+    log.feed(Delivered(other, BOB, complete=True, delivered=1, total=1, dropped=True))
+    assert text(log.rows(200))[0].endswith("✓")
 
 
 def test_a_multi_line_message_is_real_lines_indented_under_the_first() -> None:

@@ -548,6 +548,28 @@ async def test_a_registration_that_never_handshakes_is_refused_at_its_deadline(
         assert deadline is not None and deadline <= time.monotonic() + HANDSHAKE_TIMEOUT
         bob.p.sessions.handshakes.check_late(peer, deadline)  # as the timer would
         assert peer.state is PeerState.REFUSED and peer.unproven == []
-        # it was never a participant: nothing is owed to it
+        # it was never a participant: nothing is owed to it, and every face is told
         assert bob.p.outbox.all_delivered
+        dropped = [e for e in bob.of(Delivered) if e.dropped]
+        assert len(dropped) == 5 and all(e.complete and e.total == 0 for e in dropped)
         writer.close()
+
+
+async def test_a_recipient_that_never_proves_its_key_leaves_the_count(
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...]
+) -> None:
+    async with room(tmp_path, rsa_keys) as join:
+        bob = await join("bob", 0)
+        alice = await join("alice", 1)
+        await bob.until(lambda: bool(bob.of(SessionReady)))
+        writer = await _raw_register(join.port, rsa_keys[2], "mallory")  # type: ignore[attr-defined]
+        await bob.until(lambda: len(bob.p.sessions.peers) == 2)
+        mid = bob.p.send_text("hi")
+        await bob.until(lambda: any(e.msg_id == mid for e in bob.of(Delivered)))
+        (first,) = [e for e in bob.of(Delivered) if e.msg_id == mid]
+        assert (first.delivered, first.total, first.complete) == (1, 2, False)
+        writer.transport.abort()  # mallory leaves, never having proved anything
+        await bob.until(lambda: any(e.dropped for e in bob.of(Delivered)))
+        (last,) = [e for e in bob.of(Delivered) if e.dropped]
+        assert (last.msg_id, last.delivered, last.total, last.complete) == (mid, 1, 1, True)
+        assert bob.p.outbox.all_delivered and alice.of(MessageReceived)

@@ -274,7 +274,11 @@ class ChatLog:
         elif isinstance(event, Delivered):
             shown = self._by_msg.get(event.msg_id)
             if shown is not None:
-                if event.complete:
+                if event.complete and event.total == 0:
+                    # its only recipient never proved a key: it reached no one
+                    shown.mark = [(WARNING, "✗ it reached no one")]
+                    del self._by_msg[event.msg_id]
+                elif event.complete:
                     shown.mark = [(OK, "✓")]
                     del self._by_msg[event.msg_id]
                 else:

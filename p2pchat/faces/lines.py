@@ -435,6 +435,7 @@ class LineOutput:
                     complete=event.complete,
                     delivered=event.delivered,
                     of=event.total,
+                    dropped=event.dropped,
                     **_peer_json(event.peer),
                 )
         elif isinstance(event, PeerRefused):

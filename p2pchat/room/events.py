@@ -129,6 +129,9 @@ class Delivered:
     complete: bool  #: every intended recipient has it now
     delivered: int = 1  #: recipients that have it ...
     total: int = 1  #: ... of this many
+    #: ``peer`` did not acknowledge it: it is no recipient after all (it never
+    #: proved its key), so the counts changed
+    dropped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

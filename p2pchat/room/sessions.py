@@ -55,6 +55,7 @@ from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 from p2pchat.proto.text import clean_reason
 from p2pchat.room.delivery import Delivery, refusal_words
 from p2pchat.room.events import (
+    Delivered,
     DeliveryFailed,
     MessageReceived,
     PeerInfo,
@@ -416,7 +417,18 @@ class Sessions:
             p is not peer and p.info.fingerprint == fp and not p.ended for p in self.peers.values()
         )
         if peer.unproven and not known and not elsewhere:
-            self.owner.outbox.forget(fp, peer.unproven)
+            for msg in self.owner.outbox.forget(fp, peer.unproven):
+                left = len(msg.recipients) + len(msg.failed)
+                self.owner.bus.publish(
+                    Delivered(
+                        msg.msg_id,
+                        peer.info,
+                        complete=left == 0,
+                        delivered=msg.total - left,
+                        total=msg.total,
+                        dropped=True,
+                    )
+                )
         peer.unproven = []
 
     def _ended_by_refusal(self, peer: Peer, refusal: PeerRefused) -> None:

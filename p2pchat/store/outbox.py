@@ -236,20 +236,24 @@ class Outbox:
         self._last_known.discard(fp)
         self._changed()
 
-    def forget(self, fp: bytes, msg_ids: list[bytes]) -> None:
+    def forget(self, fp: bytes, msg_ids: list[bytes]) -> list[OutMessage]:
         """``fp`` was never a participant for these messages (it was there, but
-        never proved its key): it is no recipient of them after all."""
+        never proved its key): it is no recipient of them after all. Returns
+        the messages whose counts changed."""
+        changed = []
         for mid in msg_ids:
             msg = self._messages.get(mid)
             if msg is None or fp not in msg.recipients:
                 continue
             msg.recipients.discard(fp)
             msg.total -= 1
+            changed.append(msg)
             if not msg.recipients:
                 del self._messages[mid]
                 if msg.failed:
                     self._keep_failed(msg)
         self._changed()
+        return changed
 
     def fail(self, fp: bytes, why: str) -> list[bytes]:
         """``fp`` can never be reached (refused for trust): what it had not
