@@ -180,6 +180,11 @@ class FileTransfers:
         ]
         return out
 
+    @property
+    def remembers(self) -> bool:
+        """Our unfinished outgoing transfers outlive this run (offered again by the next)."""
+        return self._out.book is not None
+
     def pending(self) -> list[Transfer]:
         """Offers waiting for :meth:`async_accept` or :meth:`reject`."""
         return [t for t in self.transfers() if t.incoming and t.phase is Phase.OFFERED]
