@@ -128,3 +128,53 @@ def test_a_file_changed_meanwhile_is_not_resumed_and_it_says_so(
     assert second.wait(20) == 0, second.describe()
     assert not any(ln.startswith(("offering", "sent")) for ln in second.stdout), second.stdout
     assert len(carol.json_events("file-offer")) == 1  # nothing offered again
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP (POSIX)")
+def test_the_chat_screen_remembers_a_send_interrupted_by_quit(
+    tmp_path: Path, procs: ProcPool
+) -> None:
+    """/send on the chat screen, /quit before carol has answered: one line
+    says it resumes next time, and the next chat screen sends it by itself."""
+    from ttyscreen import TtyScreen
+
+    src = tmp_path / "big.bin"
+    digest = make_file(src, SIZE)
+    inbox = tmp_path / "inbox"
+    _, port = start_host(procs, procs.home("bob"))
+    carol = receiver(procs, port, inbox)
+    wait_session(carol, "bob")
+    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice",
+            "--home", procs.home("alice")]  # fmt: skip
+
+    tty = TtyScreen(args, rows=30, cols=160)
+    try:
+        tty.wait_for(r"secure session with carol")
+        carol.popen.send_signal(signal.SIGSTOP)  # she cannot answer the offer
+        try:
+            tty.type(f"/send carol {src}")
+            tty.wait_for(r"offering big\.bin \(4\.2 MB\) to carol")
+            tty.type("/quit")
+            tty.wait_for(r"1 file transfer\(s\) under way: leave anyway\? \[y/N\]")
+            tty.type("y")
+            assert tty.exit_code() == 0
+        finally:
+            carol.popen.send_signal(signal.SIGCONT)
+    finally:
+        tty.close()
+    said = "p2pchat: big.bin to carol: paused at 0%; it resumes the next time you chat with carol"
+    assert said in tty.output, tty.output[-500:]
+    assert "gone" not in tty.output
+    (entry,) = remembered(procs)
+    assert entry["path"] == str(src) and entry["sha256"] == digest
+
+    again = TtyScreen(args, rows=30, cols=160)
+    try:
+        again.wait_for(r"sent big\.bin to carol, SHA-256 verified by carol", 30)
+        again.type("/quit")
+        assert again.exit_code() == 0
+    finally:
+        again.close()
+    assert carol.wait_for_event("file-done", timeout=10)["sha256"] == digest
+    assert sha256_file(inbox / "big.bin") == digest
+    assert remembered(procs) == []
