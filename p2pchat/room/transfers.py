@@ -313,11 +313,15 @@ class FileTransfers:
             self._async_resume(peer, todo), name="p2pchat-file-resume"
         )
         self._resuming[peer.fingerprint] = task
-        task.add_done_callback(lambda _: self._resuming.pop(peer.fingerprint, None))
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._resuming.pop(peer.fingerprint, None)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("files: resuming a transfer failed", exc_info=task.exception())
+
+        task.add_done_callback(done)
 
     async def _async_resume(self, peer: PeerInfo, todo: list[Remembered]) -> None:
-        book = self._out.book
-        assert book is not None
         for entry in todo:
             if (peer.fingerprint, entry.transfer_id) in self._out.outs:
                 continue  # offered again by hand meanwhile
