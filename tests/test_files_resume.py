@@ -112,17 +112,24 @@ def test_our_own_quit_does_not_say_the_peer_is_gone_and_it_resumes(
     assert second.wait(20) == 0, second.describe()
 
 
-def test_a_file_changed_meanwhile_is_not_resumed_and_it_says_so(
-    tmp_path: Path, procs: ProcPool
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [("rewrite", "the file changed since"), ("delete", r"the file is gone \(or cannot be read\)")],
+)
+def test_a_file_changed_or_gone_meanwhile_is_not_resumed_and_it_says_so(
+    tmp_path: Path, procs: ProcPool, change: str, why: str
 ) -> None:
     src, _, carol, first, port = interrupted(tmp_path, procs)
     first.popen.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
-    with src.open("r+b") as f:  # same size, other bytes
-        f.write(b"changed")
+    if change == "rewrite":
+        with src.open("r+b") as f:  # same size, other bytes
+            f.write(b"changed")
+    else:
+        src.unlink()
 
     second = alice(procs, port, None, "alice-2")
-    second.wait_for_line("stdout", r"^not resuming big\.bin to carol: the file changed since$", 30)
+    second.wait_for_line("stdout", rf"^not resuming big\.bin to carol: {why}$", 30)
     assert remembered(procs) == []  # dropped, not tried again
     second.close_stdin()
     assert second.wait(20) == 0, second.describe()
