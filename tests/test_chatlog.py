@@ -16,10 +16,12 @@ from p2pchat.room import (
     DeliveryFailed,
     Dialing,
     FileCompleted,
+    FileFailed,
     FileProgress,
     Member,
     MessageReceived,
     MessageSent,
+    PauseReason,
     PeerInfo,
     PeerRefused,
     Reconnected,
@@ -170,6 +172,34 @@ def test_file_progress_is_one_entry_updated_in_place() -> None:
     log.feed(FileCompleted(BOB, TID, "f.bin", False, 1000, SHA, "/tmp/f.bin", 0, 1.0, 1000.0))
     rows = text(log.rows(200))
     assert len(rows) == 1 and rows[0].startswith("12:00 sent f.bin to bob"), rows
+
+
+@pytest.mark.parametrize(
+    ("why", "said", "warning"),
+    [
+        (PauseReason.PEER_LEFT, "paused at 40%, bob is gone; it resumes when they are back", True),
+        (
+            PauseReason.DISCONNECTED,
+            "paused at 40%, the connection dropped; it resumes when it is back",
+            True,
+        ),
+        (PauseReason.WE_LEFT, "paused at 40%; it resumes the next time you chat with bob", False),
+    ],
+)
+def test_a_pause_says_who_left_and_never_blames_the_peer_for_our_quit(
+    why: PauseReason, said: str, warning: bool
+) -> None:
+    log = new_log()
+    log.feed(FileProgress(BOB, TID, "f.bin", False, 400, 1000, 0, 100.0, 5.0, True, why))
+    rows = log.rows(200)
+    assert text(rows) == [f"12:00 sending f.bin to bob: {said}"]
+    assert ("class:warning" in styles_of(rows, "paused")) is warning
+
+
+def test_a_remembered_transfer_not_resumed_says_so() -> None:
+    log = new_log()
+    log.feed(FileFailed(BOB, TID, "f.bin", False, "the file changed since", False, True))
+    assert text(log.rows(200)) == ["12:00 not resuming f.bin to bob: the file changed since"]
 
 
 def test_reconnecting_is_one_line_and_the_bar_counts_down() -> None:

@@ -27,6 +27,7 @@ from p2pchat.room.events import (
     FileOffered,
     FileProgress,
     MessageReceived,
+    PauseReason,
     PeerInfo,
     SessionReady,
 )
@@ -263,12 +264,13 @@ async def test_empty_file_and_a_declined_offer(
         )
 
 
-@pytest.mark.parametrize("who", ["sender", "receiver"])
+@pytest.mark.parametrize(("who", "cut"), [("sender", False), ("receiver", False), ("sender", True)])
 async def test_resume_after_the_session_drops(
-    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...], who: str
+    tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, ...], who: str, cut: bool
 ) -> None:
-    """The sender's or the receiver's participant goes away mid-transfer and a
-    new one (same identity, same FileTransfers) comes back: it continues."""
+    """The sender's or the receiver's participant goes away mid-transfer (closed
+    on purpose, or its connection cut) and a new one (same identity, same
+    FileTransfers) comes back: it continues. Each side's pause says who left."""
     inbox = tmp_path / "inbox"
     src = tmp_path / "big.bin"
     digest = write_random(src, 12 * 1024 * 1024)
@@ -282,8 +284,16 @@ async def test_resume_after_the_session_drops(
         await alice.files.async_send(src, alice.peer(bob))
         await bob.until(lambda: has_received(bob, size // 3))
         leaving = alice if who == "sender" else bob
-        await leaving.p.async_close()
+        staying = bob if leaving is alice else alice
+        if cut:
+            leaving.p.lost("cut for the test")
+        else:
+            await leaving.p.async_close()
         await leaving.until(lambda: any(e.paused for e in leaving.of(FileProgress)))
+        await staying.until(lambda: any(e.paused for e in staying.of(FileProgress)))
+        ours = PauseReason.DISCONNECTED if cut else PauseReason.WE_LEFT
+        assert [e.why for e in leaving.of(FileProgress) if e.paused] == [ours]
+        assert [e.why for e in staying.of(FileProgress) if e.paused] == [PauseReason.PEER_LEFT]
         await join.rejoin(leaving)  # type: ignore[attr-defined]
         alice.files.limit_rate = None
         await bob.until(lambda: bool(bob.of(FileCompleted)))

@@ -47,6 +47,7 @@ from p2pchat.room import (
     Member,
     MessageReceived,
     MessageSent,
+    PauseReason,
     PeerLeft,
     PeerRefused,
     Reconnected,
@@ -333,7 +334,11 @@ class ChatLog:
             style = (
                 WARNING
                 if isinstance(event, FileFailed)
-                or (isinstance(event, FileProgress) and event.paused)
+                or (
+                    isinstance(event, FileProgress)
+                    and event.paused
+                    and event.why is not PauseReason.WE_LEFT  # our own doing: no alarm
+                )
                 else STATUS
             )
             body: list[Row] = [[(style, describe_file_event(event))]]

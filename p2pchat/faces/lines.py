@@ -34,6 +34,7 @@ from p2pchat.room import (
     KeyHint,
     MessageReceived,
     MessageSent,
+    PauseReason,
     PeerInfo,
     PeerJoined,
     PeerLeft,
@@ -229,6 +230,15 @@ def _percent(done: int, size: int) -> str:
     return f"{100 * done // size if size else 100}%"
 
 
+def _paused(where: str, pct: str, peer: str, why: PauseReason | None) -> str:
+    """A paused transfer, saying who left (never the peer when it was us)."""
+    if why is PauseReason.WE_LEFT:
+        return f"{where}: paused at {pct}; it resumes the next time you chat with {peer}"
+    if why is PauseReason.DISCONNECTED:
+        return f"{where}: paused at {pct}, the connection dropped; it resumes when it is back"
+    return f"{where}: paused at {pct}, {peer} is gone; it resumes when they are back"
+
+
 def describe_file_event(event: FileEvent) -> str:
     """One line for a person: what a file event means (text from the network escaped)."""
     peer = display_name(event.peer.name)
@@ -247,7 +257,7 @@ def describe_file_event(event: FileEvent) -> str:
         where = f"{verb} {name} {prep} {peer}"
         pct = _percent(event.done, event.size)
         if event.paused:
-            return f"{where}: paused at {pct}, {peer} is gone; it resumes when they are back"
+            return _paused(where, pct, peer, event.why)
         if event.done == event.start:
             if event.start == 0:
                 return f"{where}: started ({format_size(event.size)})"
@@ -267,6 +277,8 @@ def describe_file_event(event: FileEvent) -> str:
             return f"received {name} from {peer}, SHA-256 verified: {sanitize(event.path)} ({how})"
         return f"sent {name} to {peer}, SHA-256 verified by {peer} ({how})"
     reason = sanitize(event.reason)
+    if event.not_resumed:
+        return f"not resuming {name} to {peer}: {reason}"
     if incoming:
         if event.by_peer:
             return f"{peer} cancelled {name}: {reason}"
@@ -296,6 +308,7 @@ def file_json(event: FileEvent) -> tuple[str, dict[str, Any]]:
                 "rate": round(event.rate),
                 "eta": None if event.eta is None else round(event.eta, 1),
                 "paused": event.paused,
+                "why": None if event.why is None else str(event.why),
             }
         )
         kind = "file-progress"
@@ -312,7 +325,7 @@ def file_json(event: FileEvent) -> tuple[str, dict[str, Any]]:
         )
         kind = "file-done"
     else:
-        fields.update(reason=event.reason, by_peer=event.by_peer)
+        fields.update(reason=event.reason, by_peer=event.by_peer, not_resumed=event.not_resumed)
         kind = "file-failed"
     return kind, {**fields, **_peer_json(event.peer)}
 

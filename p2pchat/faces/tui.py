@@ -49,7 +49,7 @@ from prompt_toolkit.styles import Style
 
 from p2pchat.faces.chatlog import NICK_COLOURS, ChatLog, Row, status_bar
 from p2pchat.faces.commands import COMMANDS, HELP, async_run_command
-from p2pchat.room import Room, display_name
+from p2pchat.room import Room, display_name, sanitize
 
 __all__ = ["HELP", "SCREEN_HELP", "LogView", "run_interactive"]
 
@@ -414,4 +414,23 @@ async def run_interactive(room: Room, stop: asyncio.Event, *, replaced: Any = No
     # the chat screen is gone with the application: why it ended stays visible
     if room.ended is not None:
         print(f"p2pchat: {room.ended.reason}", file=sys.stderr, flush=True)
+    for line in remembered_lines(room):
+        print(f"p2pchat: {line}", file=sys.stderr, flush=True)
     print("p2pchat: leaving", flush=True)
+
+
+def remembered_lines(room: Room) -> list[str]:
+    """One line per file we are sending that leaving now interrupts, when the
+    next chat offers it again by itself (so nobody retypes /send)."""
+    if not room.files.remembers:
+        return []
+    lines = []
+    for t in room.files.transfers():
+        if not t.incoming:
+            peer = display_name(t.peer.name)
+            pct = 100 * t.done // t.size if t.size else 0
+            lines.append(
+                f"{sanitize(t.name)} to {peer}: paused at {pct}%; "
+                f"it resumes the next time you chat with {peer}"
+            )
+    return lines

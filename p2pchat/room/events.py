@@ -29,6 +29,7 @@ __all__ = [
     "FileProgress",
     "MessageReceived",
     "MessageSent",
+    "PauseReason",
     "PeerInfo",
     "PeerJoined",
     "PeerLeft",
@@ -169,6 +170,14 @@ class FileOffered:
     pending: bool = False  #: waiting for /accept or /reject
 
 
+class PauseReason(enum.StrEnum):
+    """Why a transfer paused (:attr:`FileProgress.why`)."""
+
+    PEER_LEFT = "peer-left"  #: the session with the peer ended: it left, or was cut off
+    DISCONNECTED = "disconnected"  #: our own connection to the host dropped
+    WE_LEFT = "we-left"  #: we are leaving (our own quit or shutdown)
+
+
 @dataclass(frozen=True, slots=True)
 class FileProgress:
     """How far a transfer is (at most every PROGRESS_INTERVAL seconds, and when it
@@ -184,6 +193,7 @@ class FileProgress:
     rate: float  #: bytes per second lately
     eta: float | None  #: seconds left, None while unknown
     paused: bool = False  #: the session with the peer ended; it resumes on the next
+    why: PauseReason | None = None  #: when paused: who left
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +222,9 @@ class FileFailed:
     incoming: bool
     reason: str
     by_peer: bool  #: the peer refused or cancelled it (else it failed here)
+    #: a transfer remembered from an earlier run that is not offered again
+    #: (the file changed or is gone)
+    not_resumed: bool = False
 
 
 FileEvent = FileOffered | FileProgress | FileCompleted | FileFailed

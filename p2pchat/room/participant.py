@@ -239,6 +239,11 @@ class Participant:
         return peer is not None and peer.ready
 
     @property
+    def closing(self) -> bool:
+        """We are closing it (:meth:`async_close`), not the other end."""
+        return self._closing
+
+    @property
     def connected(self) -> bool:
         return self._task is not None and self.disconnected is None and not self._closing
 

@@ -30,7 +30,14 @@ from typing import Any, Literal
 from p2pchat.errors import TransferError
 from p2pchat.proto.app import FileAck, FileCancel, FileData, FileDone, FileOffer, FileRefuse
 from p2pchat.proto.transfer import Incoming, Meter, Phase, format_size
-from p2pchat.room.events import Event, FileCompleted, FileFailed, FileOffered, PeerInfo
+from p2pchat.room.events import (
+    Event,
+    FileCompleted,
+    FileFailed,
+    FileOffered,
+    PauseReason,
+    PeerInfo,
+)
 from p2pchat.room.sending import REASON_CHARS, Key, Link, emit_progress
 from p2pchat.store.filestore import HashMismatchError, NoSpaceError, Part, kept_parts, part_key
 
@@ -223,15 +230,15 @@ class Receiving:
         for inc in list(self.ins.values()):
             await inc.async_shelve()
 
-    def session_lost(self, link: Link, now: float) -> None:
-        """Pause the transfers on ``link`` and checkpoint the running ones."""
+    def session_lost(self, link: Link, now: float, why: PauseReason) -> None:
+        """Pause the transfers on ``link`` (``why``: who left) and checkpoint the running ones."""
         for inc in self.ins.values():
             if inc.link == link:
                 inc.link = None
                 was_running = inc.machine.phase is Phase.RUNNING
                 inc.machine.detach()
                 if was_running:
-                    self._progress(inc, now, paused=True)
+                    self._progress(inc, now, paused=True, why=why)
                     self._spawn(inc.async_checkpoint())
 
     # ------------------------------------------------------------ the sender's messages
@@ -460,9 +467,15 @@ class Receiving:
         self._touch()
 
     def _progress(
-        self, inc: IncomingFile, now: float, *, force: bool = False, paused: bool = False
+        self,
+        inc: IncomingFile,
+        now: float,
+        *,
+        force: bool = False,
+        paused: bool = False,
+        why: PauseReason | None = None,
     ) -> None:
         m = inc.machine
         emit_progress(
-            self._emit, inc.peer, inc.meter, m, True, m.received, now, force or paused, paused
+            self._emit, inc.peer, inc.meter, m, True, m.received, now, force or paused, paused, why
         )

@@ -44,6 +44,7 @@ from p2pchat.store.identity import (
 )
 from p2pchat.store.lock import HomeLock
 from p2pchat.store.outbox import Outbox
+from p2pchat.store.outgoing import OutgoingBook
 
 if TYPE_CHECKING:
     from p2pchat.net.discovery import HostInfo
@@ -98,6 +99,7 @@ def _file_service(
     file_dir: str | os.PathLike[str] | None,
     limit_rate: float | None,
     file_quota: int | None,
+    book: OutgoingBook | None,
 ) -> FileTransfers:
     directory = Path(file_dir).expanduser() if file_dir is not None else None
     if policy == "auto":
@@ -108,7 +110,9 @@ def _file_service(
         except OSError as exc:
             raise ConfigError(f"cannot use {directory} for files: {exc.strerror or exc}") from exc
     disk = DiskLimits() if file_quota is None else DiskLimits(quota=file_quota)
-    return FileTransfers(bus, policy=policy, directory=directory, limit_rate=limit_rate, disk=disk)
+    return FileTransfers(
+        bus, policy=policy, directory=directory, limit_rate=limit_rate, disk=disk, book=book
+    )
 
 
 @dataclass
@@ -156,8 +160,11 @@ class Room:
             self.outbox = Outbox(path, load_storage_key(self.home))
         else:
             self.outbox = Outbox()
+        # unfinished outgoing transfers, offered again by the next run: only
+        # for a chat (a one-shot ``p2pchat send`` resumes when run again)
+        book = OutgoingBook.open(self.home) if setup.durable else None
         self.files = _file_service(
-            self.bus, setup.file_policy, setup.file_dir, setup.limit_rate, setup.file_quota
+            self.bus, setup.file_policy, setup.file_dir, setup.limit_rate, setup.file_quota, book
         )
         self._seat: HostSeat | Link | None = None
         self._stop = asyncio.Event()
@@ -450,7 +457,10 @@ class Room:
     ) -> list[bytes]:
         """Offer a file to everyone with a secure session (or to one); returns the
         transfer ids. Progress comes as File* events; ``room.files`` has the rest
-        (``async_prepare``, ``find``, ``async_accept``, ``reject``)."""
+        (``async_prepare``, ``find``, ``async_accept``, ``reject``). In a durable
+        room (the default) each offer is remembered under ``home`` until it is
+        over: if this run ends first, the next one offers it again by itself on
+        the next session with that peer (unless the file changed)."""
         if isinstance(path, Prepared):
             prepared = path
         else:
@@ -475,6 +485,7 @@ class Room:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
+        self.files.leaving()  # what pauses now pauses because of us
         p = self.participant
         if p is not None:
             await p.async_close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +34,12 @@ from p2pchat.room.events import (
     FileFailed,
     FileOffered,
     FileProgress,
+    PauseReason,
     PeerInfo,
 )
 from p2pchat.room.participant import Participant
 from p2pchat.store.filestore import Source
+from p2pchat.store.outgoing import OutgoingBook, Remembered
 
 __all__ = [
     "CANNOT_READ",
@@ -71,6 +74,7 @@ def emit_progress(
     now: float,
     force: bool,
     paused: bool,
+    why: PauseReason | None = None,
 ) -> None:
     """Feed the rate meter; emit a FileProgress when it is due (one place for both ways)."""
     if meter is None:
@@ -89,6 +93,7 @@ def emit_progress(
                 meter.rate,
                 meter.eta(m.size),
                 paused,
+                why if paused else None,
             )
         )
 
@@ -125,10 +130,13 @@ class Sending:
         touch: Callable[[], None],
         link_for: Callable[[bytes], Link | None],
         limit_rate: float | None,
+        book: OutgoingBook | None = None,
     ) -> None:
         """``emit`` publishes an event, ``touch`` notes a change, ``link_for``
         finds a session with a peer (by fingerprint); ``limit_rate`` caps what
-        we send, in bytes per second (read before every chunk)."""
+        we send, in bytes per second (read before every chunk). ``book``, if
+        given, remembers every unfinished transfer (offered again by the next
+        run: :mod:`p2pchat.store.outgoing`)."""
         self._emit = emit
         self._touch = touch
         self._link_for = link_for
@@ -138,6 +146,7 @@ class Sending:
         self._kick = asyncio.Event()
         self._bucket: TokenBucket | None = None
         self._closed = False
+        self.book = book
 
     async def async_offer(self, prepared: Prepared, peer: PeerInfo) -> bytes:
         """Offer a prepared file to ``peer`` (now if a session is up, else as
@@ -152,12 +161,26 @@ class Sending:
         if source.size != prepared.size:
             source.close()
             raise TransferError(f"{prepared.path} changed since it was hashed")
+        loop = asyncio.get_running_loop()
+        where = await loop.run_in_executor(None, os.path.abspath, prepared.path)
         old = self.outs.get(key)
         if old is not None and not old.machine.final:
             source.close()
             return machine.transfer_id
         out = OutgoingFile(machine, source, peer)
         self.outs[key] = out
+        if self.book is not None:
+            entry = Remembered(
+                machine.transfer_id,
+                where,
+                prepared.name,
+                prepared.size,
+                prepared.sha256,
+                peer.fingerprint,
+                peer.name,
+                time.time(),
+            )
+            self.book.add(entry)
         link = self._link_for(peer.fingerprint)
         if link is not None:
             self._offer(out, link)
@@ -186,15 +209,15 @@ class Sending:
                 out.peer = peer
                 self._offer(out, link)
 
-    def session_lost(self, link: Link, now: float) -> None:
-        """Pause the transfers on ``link``; offer them on another session with
-        the same peer, if there is one."""
+    def session_lost(self, link: Link, now: float, why: PauseReason) -> None:
+        """Pause the transfers on ``link`` (``why``: who left); offer them on
+        another session with the same peer, if there is one."""
         for out in self.outs.values():
             if out.link == link:
                 out.link = None
                 out.gen += 1
                 out.machine.detach()
-                self._progress(out, now, paused=True)
+                self._progress(out, now, paused=True, why=why)
                 other = self._link_for(out.peer.fingerprint)
                 if other is not None:
                     self._offer(out, other)
@@ -254,6 +277,7 @@ class Sending:
         m = out.machine
         meter = out.meter or Meter(now, m.size)
         del self.outs[(peer.fingerprint, m.transfer_id)]
+        self._forget(out)
         out.source.close()
         self._emit(
             FileCompleted(
@@ -292,16 +316,28 @@ class Sending:
         m.fail()
         out.gen += 1
         self.outs.pop((out.peer.fingerprint, m.transfer_id), None)
+        self._forget(out)
         out.source.close()
         self._emit(FileFailed(out.peer, m.transfer_id, m.name, False, reason, by_peer))
         self._touch()
 
+    def _forget(self, out: OutgoingFile) -> None:
+        """It is over (sent, refused, cancelled, failed): not to be offered again."""
+        if self.book is not None:
+            self.book.remove(out.peer.fingerprint, out.machine.transfer_id)
+
     def _progress(
-        self, out: OutgoingFile, now: float, *, force: bool = False, paused: bool = False
+        self,
+        out: OutgoingFile,
+        now: float,
+        *,
+        force: bool = False,
+        paused: bool = False,
+        why: PauseReason | None = None,
     ) -> None:
         m = out.machine
         emit_progress(
-            self._emit, out.peer, out.meter, m, False, m.acked, now, force or paused, paused
+            self._emit, out.peer, out.meter, m, False, m.acked, now, force or paused, paused, why
         )
 
     # ------------------------------------------------------------ the pump

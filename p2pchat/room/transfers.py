@@ -26,10 +26,13 @@ behind at most that much.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pchat.errors import TransferError
 from p2pchat.proto.app import (
     FileAccept,
     FileAck,
@@ -39,15 +42,23 @@ from p2pchat.proto.app import (
     FileOffer,
     FileRefuse,
 )
-from p2pchat.proto.transfer import Phase, offer_name
+from p2pchat.proto.transfer import Outgoing, Phase, offer_name
 from p2pchat.room.bus import EventBus
-from p2pchat.room.events import Event, PeerInfo
+from p2pchat.room.events import Event, FileFailed, PauseReason, PeerInfo
 from p2pchat.room.participant import Participant
 from p2pchat.room.receiving import DiskLimits, Policy, Receiving
 from p2pchat.room.sending import Link, Prepared, Sending
 from p2pchat.store.filestore import Source
+from p2pchat.store.outgoing import OutgoingBook, Remembered
 
-__all__ = ["DiskLimits", "FileTransfers", "Policy", "Prepared", "Transfer"]
+__all__ = ["CHANGED", "GONE", "DiskLimits", "FileTransfers", "Policy", "Prepared", "Transfer"]
+
+log = logging.getLogger("p2pchat.room.transfers")
+
+#: Why a remembered transfer is not offered again.
+CHANGED = "the file changed since"
+#: Why a remembered transfer is not offered again: the file cannot be read.
+GONE = "the file is gone (or cannot be read)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +90,23 @@ class FileTransfers:
         refuse_reason: str = "not accepting files",
         limit_rate: float | None = None,
         disk: DiskLimits | None = None,
+        book: OutgoingBook | None = None,
     ) -> None:
         """``policy`` decides offers; ``directory`` is where accepted files go
         (for "auto", and the default for :meth:`async_accept`). ``limit_rate``
         caps what we send, in bytes per second; ``disk`` bounds what incoming
         files take (defaults: :class:`DiskLimits`). Events go to ``bus``, and every
-        change notifies it (``activity`` counts them)."""
+        change notifies it (``activity`` counts them). ``book`` remembers our
+        unfinished outgoing transfers: those an earlier run left are offered
+        again, by themselves, on the next session with their peer."""
         if policy == "auto" and directory is None:
             raise ValueError("auto-accepting files needs a directory")
         self.bus = bus
         self.activity = 0  #: goes up whenever a transfer moves
         self._sessions: dict[Link, PeerInfo] = {}
-        self._out = Sending(bus.publish, self._touch, self._link_for, limit_rate)
+        self._out = Sending(bus.publish, self._touch, self._link_for, limit_rate, book)
+        self._leaving = False
+        self._resuming: dict[bytes, asyncio.Task[None]] = {}  #: per peer fingerprint
         self._in = Receiving(
             bus.publish,
             self._touch,
@@ -164,6 +180,11 @@ class FileTransfers:
         ]
         return out
 
+    @property
+    def remembers(self) -> bool:
+        """Our unfinished outgoing transfers outlive this run (offered again by the next)."""
+        return self._out.book is not None
+
     def pending(self) -> list[Transfer]:
         """Offers waiting for :meth:`async_accept` or :meth:`reject`."""
         return [t for t in self.transfers() if t.incoming and t.phase is Phase.OFFERED]
@@ -214,8 +235,18 @@ class FileTransfers:
         """Refuse an offer (or stop receiving): the sender is told."""
         self._in.reject((transfer.peer.fingerprint, transfer.transfer_id), reason)
 
+    def leaving(self) -> None:
+        """We are about to leave: the sessions that end now pause their
+        transfers because of us (:attr:`PauseReason.WE_LEFT`), not the peer."""
+        self._leaving = True
+
     async def async_close(self) -> None:
         """Stop sending; record every incoming transfer's resume point."""
+        self._leaving = True
+        for task in list(self._resuming.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._out.async_stop()
         await self._in.async_close()
         self._out.close_sources()
@@ -226,14 +257,21 @@ class FileTransfers:
         link = (participant, peer.peer_id)
         self._sessions[link] = peer
         self._out.session_ready(link, peer)
+        self._resume_remembered(peer)
 
     def session_lost(self, participant: Participant, peer_id: int) -> None:
         link = (participant, peer_id)
         if self._sessions.pop(link, None) is None:
             return
         now = time.monotonic()
-        self._out.session_lost(link, now)
-        self._in.session_lost(link, now)
+        if self._leaving or participant.closing:
+            why = PauseReason.WE_LEFT
+        elif participant.disconnected is not None:
+            why = PauseReason.DISCONNECTED
+        else:
+            why = PauseReason.PEER_LEFT
+        self._out.session_lost(link, now, why)
+        self._in.session_lost(link, now, why)
         self._touch()
 
     async def async_on_message(
@@ -254,6 +292,68 @@ class FileTransfers:
             self._out.on_refuse(link, peer, msg)
         else:  # FileCancel
             await self._in.async_on_cancel(link, peer, msg)
+        self._touch()
+
+    # ------------------------------------------------------------ remembered transfers
+
+    def _resume_remembered(self, peer: PeerInfo) -> None:
+        """Offer again what an earlier run left unfinished for ``peer`` (once
+        each file is checked: hashing runs in a worker thread)."""
+        book = self._out.book
+        if book is None or self._leaving or peer.fingerprint in self._resuming:
+            return
+        todo = [
+            e
+            for e in book.entries(peer.fingerprint)
+            if (peer.fingerprint, e.transfer_id) not in self._out.outs
+        ]
+        if not todo:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._async_resume(peer, todo), name="p2pchat-file-resume"
+        )
+        self._resuming[peer.fingerprint] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._resuming.pop(peer.fingerprint, None)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("files: resuming a transfer failed", exc_info=task.exception())
+
+        task.add_done_callback(done)
+
+    async def _async_resume(self, peer: PeerInfo, todo: list[Remembered]) -> None:
+        for entry in todo:
+            if (peer.fingerprint, entry.transfer_id) in self._out.outs:
+                continue  # offered again by hand meanwhile
+            try:
+                prepared = await self.async_prepare(Path(entry.path))
+            except TransferError as exc:
+                log.info("files: not resuming %s: %s", entry.path, exc)
+                self._not_resumed(peer, entry, GONE)
+                continue
+            if self._leaving:
+                return
+            now = (
+                prepared.size,
+                prepared.sha256,
+                Outgoing(entry.name, prepared.size, prepared.sha256).transfer_id,
+            )
+            if now != (entry.size, entry.sha256, entry.transfer_id):
+                self._not_resumed(peer, entry, CHANGED)
+                continue
+            offered = Prepared(prepared.path, entry.name, prepared.size, prepared.sha256)
+            try:
+                await self._out.async_offer(offered, peer)
+            except TransferError as exc:  # it changed between the hash and the offer
+                log.info("files: not resuming %s: %s", entry.path, exc)
+                self._not_resumed(peer, entry, CHANGED)
+            self._touch()
+
+    def _not_resumed(self, peer: PeerInfo, entry: Remembered, reason: str) -> None:
+        if self._out.book is not None:
+            self._out.book.remove(peer.fingerprint, entry.transfer_id)
+        event = FileFailed(peer, entry.transfer_id, entry.name, False, reason, False, True)
+        self.bus.publish(event)
         self._touch()
 
     # ------------------------------------------------------------ shared state

@@ -1,0 +1,187 @@
+"""A chat's outgoing transfer outlives the chat: remembered under --home and
+offered again by itself on the next session with that peer.
+
+Real processes on loopback: bob hosts, carol joins with ``--accept-files DIR
+--json``, alice is a joiner driven through the Room API (tests/resume_sender.py:
+``Room.send_file`` is what the chat screen's ``/send`` calls; the chat has no
+``--limit-rate`` to keep a transfer running long enough to cut it). Every
+process stays on 127.0.0.1; every wait is for a line or an event, with a
+deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from procs import Proc, ProcPool, start_host, wait_session
+from test_files_cli import make_file, progress_at_least, receiver, sha256_file
+
+from p2pchat.store.outgoing import FILE_NAME
+
+pytestmark = pytest.mark.timeout(90)
+
+SIZE = 4 * 1024 * 1024
+RATE = str(1024 * 1024)  #: bytes per second: about 4 s for the whole file
+DRIVER = Path(__file__).with_name("resume_sender.py")
+
+
+def alice(procs: ProcPool, port: int, src: Path | None, label: str) -> Proc:
+    args = [str(procs.home("alice")), str(port), RATE, *([str(src)] if src is not None else [])]
+    proc = Proc([sys.executable, str(DRIVER), *args], name=label)
+    procs.procs.append(proc)  # killed at teardown if still running
+    return proc
+
+
+def remembered(procs: ProcPool) -> list[dict[str, object]]:
+    doc = json.loads((procs.home("alice") / FILE_NAME).read_text(encoding="utf-8"))
+    return list(doc["outgoing"])
+
+
+def starts(carol: Proc) -> list[int]:
+    """Where each run of carol's transfer began (bytes)."""
+    return [e["from"] for e in carol.json_events("file-progress") if e["bytes"] == e["from"]]
+
+
+def interrupted(tmp_path: Path, procs: ProcPool) -> tuple[Path, str, Proc, Proc, int]:
+    """alice offers big.bin to carol and is under way (carol has a quarter)."""
+    src = tmp_path / "big.bin"
+    digest = make_file(src, SIZE)
+    _, port = start_host(procs, procs.home("bob"))
+    carol = receiver(procs, port, tmp_path / "inbox")
+    wait_session(carol, "bob")
+    first = alice(procs, port, src, "alice-1")
+    first.wait_for_line("stdout", r"^offering big\.bin \(4\.2 MB\) to carol$")
+    progress_at_least(carol, 0.25)
+    (entry,) = remembered(procs)
+    assert entry["path"] == str(src.absolute()) and entry["size"] == SIZE
+    assert entry["sha256"] == digest and entry["to_name"] == "carol"
+    return src, digest, carol, first, port
+
+
+def resumed(procs: ProcPool, carol: Proc, port: int, digest: str, inbox: Path) -> Proc:
+    """alice again, on the same home, without the file: the transfer resumes by itself."""
+    second = alice(procs, port, None, "alice-2")
+    second.wait_for_line("stdout", r"^sent big\.bin to carol, SHA-256 verified by carol", 30)
+    done = carol.wait_for_event("file-done", timeout=10)
+    first_start, *_, last_start = starts(carol)
+    assert first_start == 0 and last_start >= 0.25 * SIZE, starts(carol)
+    assert done["from"] == last_start and done["sha256"] == digest
+    assert sha256_file(inbox / "big.bin") == digest
+    assert sorted(p.name for p in inbox.iterdir()) == ["big.bin"]
+    assert any("receiving big.bin from alice: resuming at" in ln for ln in carol.stderr), (
+        carol.stderr
+    )
+    assert remembered(procs) == []  # sent: forgotten
+    return second
+
+
+def test_a_sender_killed_mid_transfer_resumes_by_itself_next_time(
+    tmp_path: Path, procs: ProcPool
+) -> None:
+    _, digest, carol, first, port = interrupted(tmp_path, procs)
+    first.popen.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    carol.wait_for_event("file-progress", paused=True, why="peer-left")
+
+    second = resumed(procs, carol, port, digest, tmp_path / "inbox")
+    second.close_stdin()
+    assert second.wait(20) == 0, second.describe()
+    assert not any("Traceback" in ln for ln in carol.stderr + second.stderr)
+
+
+def test_our_own_quit_does_not_say_the_peer_is_gone_and_it_resumes(
+    tmp_path: Path, procs: ProcPool
+) -> None:
+    _, digest, carol, first, port = interrupted(tmp_path, procs)
+    first.close_stdin()  # leaving on purpose, as /quit does
+    assert first.wait(20) == 0, first.describe()
+    paused = [ln for ln in first.stdout if "paused" in ln]
+    assert len(paused) == 1, first.describe()
+    assert paused[0].startswith("sending big.bin to carol: paused at "), paused
+    assert paused[0].endswith("; it resumes the next time you chat with carol"), paused
+    assert not any("gone" in ln for ln in first.stdout), first.describe()
+    # carol's side: alice did leave
+    carol.wait_for_line("stderr", r"receiving big\.bin from alice: paused at \d+%, alice is gone")
+
+    second = resumed(procs, carol, port, digest, tmp_path / "inbox")
+    second.close_stdin()
+    assert second.wait(20) == 0, second.describe()
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [("rewrite", "the file changed since"), ("delete", r"the file is gone \(or cannot be read\)")],
+)
+def test_a_file_changed_or_gone_meanwhile_is_not_resumed_and_it_says_so(
+    tmp_path: Path, procs: ProcPool, change: str, why: str
+) -> None:
+    src, _, carol, first, port = interrupted(tmp_path, procs)
+    first.popen.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    if change == "rewrite":
+        with src.open("r+b") as f:  # same size, other bytes
+            f.write(b"changed")
+    else:
+        src.unlink()
+
+    second = alice(procs, port, None, "alice-2")
+    second.wait_for_line("stdout", rf"^not resuming big\.bin to carol: {why}$", 30)
+    assert remembered(procs) == []  # dropped, not tried again
+    second.close_stdin()
+    assert second.wait(20) == 0, second.describe()
+    assert not any(ln.startswith(("offering", "sent")) for ln in second.stdout), second.stdout
+    assert len(carol.json_events("file-offer")) == 1  # nothing offered again
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP (POSIX)")
+def test_the_chat_screen_remembers_a_send_interrupted_by_quit(
+    tmp_path: Path, procs: ProcPool
+) -> None:
+    """/send on the chat screen, /quit before carol has answered: one line
+    says it resumes next time, and the next chat screen sends it by itself."""
+    from ttyscreen import TtyScreen
+
+    src = tmp_path / "big.bin"
+    digest = make_file(src, SIZE)
+    inbox = tmp_path / "inbox"
+    _, port = start_host(procs, procs.home("bob"))
+    carol = receiver(procs, port, inbox)
+    wait_session(carol, "bob")
+    args = ["join", "--connect", f"127.0.0.1:{port}", "--name", "alice",
+            "--home", procs.home("alice")]  # fmt: skip
+
+    tty = TtyScreen(args, rows=30, cols=160)
+    try:
+        tty.wait_for(r"secure session with carol")
+        carol.popen.send_signal(signal.SIGSTOP)  # she cannot answer the offer
+        try:
+            tty.type(f"/send carol {src}")
+            tty.wait_for(r"offering big\.bin \(4\.2 MB\) to carol")
+            tty.type("/quit")
+            tty.wait_for(r"1 file transfer\(s\) under way: leave anyway\? \[y/N\]")
+            tty.type("y")
+            assert tty.exit_code() == 0
+        finally:
+            carol.popen.send_signal(signal.SIGCONT)
+    finally:
+        tty.close()
+    said = "p2pchat: big.bin to carol: paused at 0%; it resumes the next time you chat with carol"
+    assert said in tty.output, tty.output[-500:]
+    assert "gone" not in tty.output
+    (entry,) = remembered(procs)
+    assert entry["path"] == str(src) and entry["sha256"] == digest
+
+    again = TtyScreen(args, rows=30, cols=160)
+    try:
+        again.wait_for(r"sent big\.bin to carol, SHA-256 verified by carol", 30)
+        again.type("/quit")
+        assert again.exit_code() == 0
+    finally:
+        again.close()
+    assert carol.wait_for_event("file-done", timeout=10)["sha256"] == digest
+    assert sha256_file(inbox / "big.bin") == digest
+    assert remembered(procs) == []
