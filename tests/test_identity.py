@@ -437,6 +437,36 @@ def test_repeat_pin_is_not_rewritten_but_other_writers_are_seen(tmp_path: Path) 
     assert reader.check("carol", other) is Verdict.KNOWN
 
 
+def test_last_sas_is_kept_apart_from_the_pins(tmp_path: Path) -> None:
+    """A session's SAS goes to its own file: the pins are not rewritten per
+    session. It is only for pinned keys, one from before a forget does not
+    count, and a damaged SAS file is no SAS (never an error)."""
+    store = TrustStore.open(tmp_path)
+    store.pin("bob", FP_A, now=1000.0)
+    store.pin("carol", FP_B, now=1000.0)
+    pins_before = store.path.read_bytes(), store.path.stat().st_mtime_ns
+    assert store.last_sas(FP_A) is None
+    store.record_sas(FP_A, "123 456", now=1100.0)
+    store.record_sas(FP_B, "654 321", now=1100.0)
+    store.record_sas(FP_A, "111 222", now=1200.0)
+    store.record_sas(FP_C, "999 999", now=1200.0)  # not pinned: not recorded
+    assert (store.path.read_bytes(), store.path.stat().st_mtime_ns) == pins_before
+    assert store.last_sas(FP_A) == ident.LastSas("111 222", 1200.0)
+    assert TrustStore.open(tmp_path).last_sas(FP_B) == ident.LastSas("654 321", 1100.0)
+    assert store.last_sas(FP_C) is None
+    # forgotten and pinned again: the old session's SAS is not this key's any more
+    store.forget("carol")
+    store.pin("carol", FP_B, now=1300.0)
+    assert store.last_sas(FP_B) is None
+    store.record_sas(FP_A, "333 444", now=1400.0)  # drops the stale entries
+    assert set(json.loads(store.sas_path.read_text())["sas"]) == {FP_A.hex()}
+    for junk in (b"{not json", b'{"version": 1, "sas": []}', b'{"version": 9}', b"\xff"):
+        store.sas_path.write_bytes(junk)
+        assert store.last_sas(FP_A) is None
+    store.record_sas(FP_A, "555 666", now=1500.0)  # and a damaged file is replaced
+    assert store.last_sas(FP_A) == ident.LastSas("555 666", 1500.0)
+
+
 def test_a_known_key_cannot_take_a_pinned_name(tmp_path: Path) -> None:
     alice, mallory = b"\x0a" * 32, b"\x0b" * 32
     store = TrustStore.open(tmp_path)

@@ -9,6 +9,7 @@ order), so checking the host's stdout at that point is conclusive.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def test_trust_list_verify_forget(procs: ProcPool) -> None:
     (line,) = listing()
     assert re.match(rf"bob\s+{re.escape(fp_bob)}\s+unverified,", line), line
 
-    verified = run_p2pchat("trust", "verify", "bob", "--home", home_alice)
+    verified = run_p2pchat("trust", "verify", "bob", "--home", home_alice, stdin="yes\n")
     assert verified.returncode == 0, verified
     assert fp_bob in verified.stdout
     (line,) = listing()
@@ -188,6 +189,105 @@ def test_trust_list_verify_forget(procs: ProcPool) -> None:
     assert bob.wait() == 0
 
 
+def status(home: Path) -> str:
+    """bob's word in ``trust list``: verified or unverified."""
+    (line,) = run_p2pchat("trust", "list", "--home", home).stdout.splitlines()
+    return line.split()[2].rstrip(",")
+
+
+def test_trust_verify_shows_both_fingerprints_and_the_last_sas_then_asks(
+    procs: ProcPool,
+) -> None:
+    """The issue: ``trust verify`` marked at once, showing nothing to compare.
+    It shows both fingerprints and the SAS both sides printed in their last
+    session, and only a yes marks the key verified."""
+    home_bob, home_alice = procs.home("bob"), procs.home("alice")
+    fp_bob, fp_alice = fingerprint_of(home_bob), fingerprint_of(home_alice)
+    bob, port = start_host(procs, home_bob)
+    alice = start_join(procs, home_alice, "--connect", f"127.0.0.1:{port}")
+    sas = wait_session(alice, "bob")
+    assert wait_session(bob, "alice") == sas
+    alice.close_stdin()
+    assert alice.wait() == 0, alice.describe()
+    bob.terminate()  # a clean stop: what it recorded is on disk
+    assert bob.wait() == 0, bob.describe()
+
+    def verify(home: Path, peer: str, *extra: str, stdin: str = "") -> tuple[int, str, str]:
+        result = run_p2pchat("trust", "verify", peer, *extra, "--home", home, stdin=stdin)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result.returncode, result.stdout, result.stderr
+
+    for answer in ("n\n", "", "maybe\n"):  # no, end of input, anything else
+        code, out, err = verify(home_alice, "bob", stdin=answer)
+        assert code == 1, (answer, out, err)
+        assert re.search(rf"your fingerprint:\s+{re.escape(fp_alice)}$", out, re.M), out
+        assert re.search(rf"bob's fingerprint:\s+{re.escape(fp_bob)}$", out, re.M), out
+        assert re.search(rf"last session \(\d{{4}}-\d\d-\d\d \d\d:\d\d\): {sas}$", out, re.M)
+        assert "Do these match what bob sees? [y/N] " in out
+        (line,) = err.strip().splitlines()
+        assert line == f"p2pchat: error: bob {fp_bob} not marked verified (only y or yes marks it)"
+        assert status(home_alice) == "unverified"
+
+    code, out, _ = verify(home_alice, "bob", stdin="y\n")
+    assert code == 0
+    assert out.rstrip().endswith(f"marked bob {fp_bob} as verified")
+    assert status(home_alice) == "verified"
+
+    # bob's side shows the same SAS, and --yes marks without asking
+    code, out, _ = verify(home_bob, "alice", "--yes")
+    assert code == 0
+    assert re.search(rf"alice's fingerprint:\s+{re.escape(fp_alice)}$", out, re.M), out
+    assert sas in out and "[y/N]" not in out
+    assert status(home_bob) == "verified"
+
+
+def test_trust_verify_of_an_old_store_compares_fingerprints_only(tmp_path: Path) -> None:
+    """A known_peers.json from before the SAS was recorded (and no last_sas.json)
+    still loads; verify says there is no SAS and to compare the fingerprints."""
+    home = tmp_path / "home"
+    fp = fingerprint_of(home)  # creates the identity
+    fp_bob = bytes(range(32))
+    old = {"name": "bob", "first_seen": 1700000000.0, "last_seen": 1700000000.0}
+    doc = {"version": 1, "peers": {fp_bob.hex(): {**old, "verified": False}}}
+    (home / "known_peers.json").write_text(json.dumps(doc))
+    result = run_p2pchat("trust", "verify", "bob", "--home", home, stdin="yes\n")
+    assert result.returncode == 0, result
+    assert fp in result.stdout and format_fingerprint(fp_bob) in result.stdout
+    assert (
+        "short authentication string: no session since this version recorded it: "
+        "compare the fingerprints"
+    ) in result.stdout
+    assert TrustStore.open(home).get(fp_bob).verified  # type: ignore[union-attr]
+
+
+def test_trust_verify_lists_look_alike_pins_and_takes_a_fingerprint_start(
+    tmp_path: Path,
+) -> None:
+    """Two keys under bob and a look-alike: verify lists both and guesses
+    neither (exit 2); NAME@FP, as listed, or the whole fingerprint picks one."""
+    home = tmp_path / "home"
+    fingerprint_of(home)
+    store = TrustStore.open(home)
+    one, two = bytes(32), bytes([0] * 3 + [0xFF] + [0] * 28)  # first 4 chars equal
+    store.pin("bob", one, now=1700000000.0)
+    store.pin(SPOOF, two, now=1700000001.0)
+    result = run_p2pchat("trust", "verify", "bob", "--home", home, stdin="y\n")
+    assert result.returncode == 2, result
+    assert "2 keys are pinned under names like 'bob'" in result.stderr.strip().splitlines()[-1]
+    short_one, short_two = format_fingerprint(one)[:9], format_fingerprint(two)[:9]
+    assert short_one != short_two and short_one[:4] == short_two[:4]
+    assert f"p2pchat trust verify bob@{short_one}" in result.stdout, result.stdout
+    assert f"p2pchat trust verify bob@{short_two}" in result.stdout, result.stdout
+    assert not any(p.verified for p in store.all())
+
+    picked = run_p2pchat("trust", "verify", f"bob@{short_two}", "--yes", "--home", home)
+    assert picked.returncode == 0, picked
+    assert format_fingerprint(two) in picked.stdout
+    by_fp = run_p2pchat("trust", "verify", format_fingerprint(one), "--yes", "--home", home)
+    assert by_fp.returncode == 0, by_fp
+    assert [p.verified for p in store.all()] == [True, True]
+
+
 # ---------------------------------------------------------------- look-alike names
 
 SPOOF = "b\u043eb"  # bob with a Cyrillic o
@@ -203,7 +303,7 @@ def test_a_look_alike_of_a_pinned_name_is_refused_as_a_changed_key(procs: ProcPo
     first = join_once(procs, home_alice, port, text="first contact")
     assert first.wait() == 0, first.describe()
     real_bob.wait_for_line("stdout", "^alice: first contact$")
-    assert run_p2pchat("trust", "verify", "bob", "--home", home_alice).returncode == 0
+    assert run_p2pchat("trust", "verify", "--yes", "bob", "--home", home_alice).returncode == 0
     real_bob.terminate()
     assert real_bob.wait() == 0
 

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="p2pchat",
         description="End-to-end encrypted chat for devices on one local network. "
         "One person runs 'p2pchat host', others run 'p2pchat join'.",
-        epilog="Exit codes: 0 done; 1 failed, or the host closed the chat; 2 bad usage or "
+        epilog="Exit codes: 0 done; 1 failed (or 'trust verify' not answered yes), or the host "
+        "closed the chat; 2 bad usage or "
         "input (a line that cannot be sent), no host found, several and none named, --home "
         "unusable or used by another running p2pchat; 3 refused for trust (key mismatch, "
         "--require-known); 4 not delivered within --timeout. README.md has every cause.",
@@ -368,16 +369,29 @@ def build_parser() -> argparse.ArgumentParser:
         "trust",
         parents=[common],
         help="manage pinned peers",
-        description="List, forget or mark verified the peers pinned on first contact.",
+        description="List, forget or verify (compare, then mark) the peers pinned on first "
+        "contact.",
     )
     tsub = trust.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
     tsub.add_parser("list", parents=[common], help="list pinned peers")
     forget = tsub.add_parser("forget", parents=[common], help="forget a pinned peer")
     forget.add_argument("peer", metavar="NAME|FP")
     verify = tsub.add_parser(
-        "verify", parents=[common], help="mark a pinned peer verified (after comparing)"
+        "verify",
+        parents=[common],
+        help="compare fingerprints and the last SAS with a pinned peer, then mark it verified",
+        description="Show your fingerprint, the peer's and the short authentication string "
+        "of your last session with it, and ask whether they match what the peer sees; only "
+        "y or yes marks it verified (exit 0), anything else leaves it as it was (exit 1). "
+        "When several pinned keys go by that name (or names that look like it), they are "
+        "listed: name one by the start of its fingerprint, NAME@FP.",
     )
-    verify.add_argument("peer", metavar="NAME")
+    verify.add_argument("peer", metavar="NAME|NAME@FP|FP")
+    verify.add_argument(
+        "--yes",
+        action="store_true",
+        help="mark it verified without asking (for scripts; what to compare is still shown)",
+    )
     return parser
 
 
@@ -420,7 +434,7 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "trust":
         from p2pchat.faces.trustcmd import run_trust
 
-        return run_trust(args, TrustStore.open(home))
+        return run_trust(args, TrustStore.open(home), home)
     identity = load_identity(home)  # created on first use, for every command
     if args.command == "id":
         print(identity.fingerprint_text)

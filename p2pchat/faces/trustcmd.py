@@ -9,8 +9,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
+from pathlib import Path
 
-from p2pchat.room import TrustStore, display_name, format_fingerprint, is_mixed_script, name_scripts
+from p2pchat.room import (
+    HostQuery,
+    Pin,
+    TrustStore,
+    display_name,
+    format_fingerprint,
+    is_mixed_script,
+    load_identity,
+    name_scripts,
+    parse_fingerprint,
+)
 
 __all__ = ["run_discover", "run_trust"]
 
@@ -19,17 +31,18 @@ def _when(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def run_trust(args: argparse.Namespace, store: TrustStore) -> int:
-    """``trust list|forget|verify``; an unknown peer is a usage error (exit 2)."""
+def run_trust(args: argparse.Namespace, store: TrustStore, home: Path) -> int:
+    """``trust list|forget|verify``; an unknown peer is a usage error (exit 2),
+    and so is a name several pins go by; a ``verify`` not answered yes is 1."""
     from p2pchat.errors import ConfigError, TrustError
 
     try:
-        return _trust(args, store)
+        return _trust(args, store, home)
     except TrustError as exc:
         raise ConfigError(str(exc)) from exc
 
 
-def _trust(args: argparse.Namespace, store: TrustStore) -> int:
+def _trust(args: argparse.Namespace, store: TrustStore, home: Path) -> int:
     if args.trust_command == "list":
         pins = store.all()
         if not pins:
@@ -53,20 +66,85 @@ def _trust(args: argparse.Namespace, store: TrustStore) -> int:
         for pin in store.forget(args.peer):
             print(f"forgot {display_name(pin.name)} {format_fingerprint(pin.fingerprint)}")
         return 0
-    # verify
-    from p2pchat.errors import TrustError
+    return _verify(args, store, home)
 
-    pins = store.by_name(args.peer)
+
+def _verify_pins(store: TrustStore, text: str) -> list[Pin]:
+    """The pins ``text`` means: a whole fingerprint, ``NAME@FP`` (a name, or a
+    look-alike, whose key starts with FP), or a name (and its look-alikes)."""
+    from p2pchat.errors import ConfigError
+
+    try:
+        pin = store.get(parse_fingerprint(text))
+    except ConfigError:
+        pass
+    else:
+        return [pin] if pin is not None else []
+    query = HostQuery.parse(text)
+    pins = [p for p in store.by_name(query.name) if query.fits(p.fingerprint)]
+    if not pins and query.prefix is not None:  # a name with an "@" of its own
+        pins = store.by_name(query.text)
+    return pins
+
+
+def _short(fp: bytes, others: list[bytes]) -> str:
+    """The shortest start of ``fp`` (groups of four) no other of ``others`` has."""
+    shown = format_fingerprint(fp)
+    length = 4
+    rest = [format_fingerprint(o) for o in others if o != fp]
+    while length < len(shown) and any(o.startswith(shown[:length]) for o in rest):
+        length += 5
+    return shown[:length]
+
+
+def _verify(args: argparse.Namespace, store: TrustStore, home: Path) -> int:
+    """Show both fingerprints and the last SAS, then ask (or ``--yes``)."""
+    from p2pchat.errors import P2PChatError, TrustError
+
+    pins = _verify_pins(store, args.peer)
     if not pins:
         raise TrustError(f"no pinned peer named {args.peer!r} (see 'p2pchat trust list')")
     if len(pins) > 1:
+        base = HostQuery.parse(args.peer).name
+        fps = [p.fingerprint for p in pins]
+        for p in pins:
+            print(
+                f"{display_name(p.name):24} {format_fingerprint(p.fingerprint)}  "
+                f"p2pchat trust verify {base}@{_short(p.fingerprint, fps)}"
+            )
         raise TrustError(
-            f"{len(pins)} keys are pinned under names like {args.peer!r}: 'p2pchat trust "
-            "forget FP' the ones that are not theirs first (see 'p2pchat trust list')"
+            f"{len(pins)} keys are pinned under names like {args.peer!r}: say which one, "
+            f"by the start of its fingerprint (NAME@FP, as listed above)"
         )
-    for pin in pins:
-        store.set_verified(pin.fingerprint, True)
-        print(f"marked {display_name(pin.name)} {format_fingerprint(pin.fingerprint)} as verified")
+    (pin,) = pins
+    own = load_identity(home, create=False)
+    name = display_name(pin.name)
+    state = "verified already" if pin.verified else "not verified yet"
+    print(f"{name}: pinned {_when(pin.first_seen)}, {state}")
+    labels = ("your fingerprint:", f"{name}'s fingerprint:")
+    width = max(len(label) for label in labels) + 1
+    print(f"  {labels[0]:{width}}{own.fingerprint_text}")
+    print(f"  {labels[1]:{width}}{format_fingerprint(pin.fingerprint)}")
+    last = store.last_sas(pin.fingerprint)
+    if last is not None:
+        print(f"  short authentication string of the last session ({_when(last.at)}): {last.sas}")
+    else:
+        print(
+            "  short authentication string: no session since this version recorded it: "
+            "compare the fingerprints"
+        )
+    if not args.yes:
+        print(f"Do these match what {name} sees? [y/N] ", end="", flush=True)
+        answer = sys.stdin.readline()
+        if not answer.endswith("\n") or not sys.stdin.isatty():
+            print()  # end the prompt's line: no echoed Enter did
+        if answer.strip().lower() not in ("y", "yes"):
+            raise P2PChatError(
+                f"{name} {format_fingerprint(pin.fingerprint)} not marked verified "
+                "(only y or yes marks it)"
+            )
+    store.set_verified(pin.fingerprint, True)
+    print(f"marked {name} {format_fingerprint(pin.fingerprint)} as verified")
     return 0
 
 

@@ -7,8 +7,13 @@ Everything lives in one home directory (:func:`resolve_home`):
   with a passphrase; mode 0600.
 * ``known_peers.json``: the fingerprints we have seen (trust on first use),
   under the name each last used; mode 0600.
+* ``last_sas.json``: per pinned fingerprint, the short authentication string
+  of the last session and when it came up (what ``trust verify`` shows);
+  mode 0600. Kept apart from the pins: a new one comes with every session,
+  and rewriting the pins that often could lose a ``trust verify`` or
+  ``forget`` made meanwhile by another process (the last writer wins).
 
-Both files are written atomically: a private temporary file in the same
+The files are written atomically: a private temporary file in the same
 directory, flushed to disk, then renamed over the old one. Key material is
 never logged.
 """
@@ -50,9 +55,11 @@ __all__ = [
     "ENV_HOME",
     "ENV_PASSPHRASE",
     "IDENTITY_FILE",
+    "SAS_FILE",
     "STORAGE_KEY_FILE",
     "TRUST_FILE",
     "Identity",
+    "LastSas",
     "Pin",
     "TrustStore",
     "Verdict",
@@ -66,6 +73,7 @@ ENV_HOME = "P2PCHAT_HOME"
 ENV_PASSPHRASE = "P2PCHAT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 IDENTITY_FILE = "identity.pem"
 TRUST_FILE = "known_peers.json"
+SAS_FILE = "last_sas.json"
 #: Seconds: a pin's last_seen is rewritten at most this often.
 LAST_SEEN_STEP = 3600.0
 #: 32 random bytes that encrypt messages at rest (the outbox); never a session key.
@@ -101,10 +109,11 @@ def resolve_home(arg: str | os.PathLike[str] | None) -> Path:
     return home
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Atomically replace ``path`` with ``data``: write a temporary file created
-    with mode 0600 in the same directory, fsync it, then rename it into place.
-    Raises OSError; the temporary file never outlives a failure."""
+    with mode 0600 in the same directory, fsync it (unless not ``durable``:
+    then a crash may lose the new content, never tear the file), then rename
+    it into place. Raises OSError; the temporary file never outlives a failure."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o600)
@@ -112,13 +121,14 @@ def _write_private(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if _POSIX:  # make the rename itself durable
+    if durable and _POSIX:  # make the rename itself durable
         with contextlib.suppress(OSError):
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -306,6 +316,14 @@ class Pin:
     verified: bool  #: the user compared the fingerprint out of band
 
 
+@dataclass(frozen=True, slots=True)
+class LastSas:
+    """The short authentication string of the last session with a pinned key."""
+
+    sas: str  #: as both sides printed it (``123 456``)
+    at: float  #: unix time the session came up
+
+
 class Verdict(enum.Enum):
     """What a (name, fingerprint) pair means against the pins."""
 
@@ -330,7 +348,9 @@ class TrustStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.sas_path = path.with_name(SAS_FILE)
         self._lock = threading.Lock()
+        self._sas_lock = threading.Lock()
         self._cache: tuple[tuple[int, int, int], dict[bytes, Pin]] | None = None
         self._read()  # fail early on a corrupt file
 
@@ -422,6 +442,66 @@ class TrustStore:
             return None
         with self._mutate() as peers:
             return peers.pop(fp, None)
+
+    # the last SAS per pin (its own file: see the module doc)
+
+    def last_sas(self, fp: bytes) -> LastSas | None:
+        """The SAS of the last session with ``fp`` recorded since it was
+        pinned (one from before a ``forget`` does not count), or None."""
+        pin = self.get(fp)
+        got = self._read_sas().get(fp)
+        if pin is None or got is None or got.at < pin.first_seen:
+            return None
+        return got
+
+    def record_sas(self, fp: bytes, sas: str, *, now: float | None = None) -> None:
+        """Remember ``sas`` as the last of ``fp`` (if pinned), and drop those of
+        keys no longer pinned (or pinned again since). Blocking file work: call
+        it off the event loop. Not fsynced: a crash can lose it, and ``trust
+        verify`` then says so."""
+        _check_fp(fp)
+        when = time.time() if now is None else now
+        pinned = self._refresh()
+        if fp not in pinned:
+            return
+        with self._sas_lock:
+            known = {
+                k: v
+                for k, v in self._read_sas().items()
+                if k in pinned and v.at >= pinned[k].first_seen
+            }
+            known[fp] = LastSas(sas, when)
+            doc = {
+                "version": _STORE_VERSION,
+                "sas": {k.hex(): {"sas": v.sas, "at": v.at} for k, v in sorted(known.items())},
+            }
+            data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+            _write_private(self.sas_path, data, durable=False)
+
+    def _read_sas(self) -> dict[bytes, LastSas]:
+        """The SAS file's entries; a missing or unreadable file is none (it
+        only ever helps a comparison, the fingerprints stand without it)."""
+        try:
+            doc: Any = json.loads(self.sas_path.read_bytes().decode("utf-8"))
+            entries = doc["sas"] if doc.get("version") == _STORE_VERSION else {}
+            found: dict[bytes, LastSas] = {}
+            for key, entry in entries.items():
+                sas, at = entry["sas"], entry["at"]
+                fp = bytes.fromhex(key)
+                if (
+                    len(fp) == FINGERPRINT_LEN
+                    and isinstance(sas, str)
+                    and isinstance(at, int | float)
+                    and not isinstance(at, bool)
+                    and math.isfinite(at)
+                ):
+                    found[fp] = LastSas(sas, float(at))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("ignoring %s: %s", self.sas_path, exc)
+            return {}
+        return found
 
     # file
 
