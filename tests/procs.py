@@ -384,6 +384,14 @@ def start_join(
     )
 
 
+def after_looking(lines: Sequence[str], name: str | None, timeout: str) -> list[str]:
+    """The stderr of a join by discovery (line mode, not a terminal) after
+    its first line, which must say it is looking for ``name`` (None: any host)."""
+    what = f"hosts named {name!r}" if name else "hosts"
+    assert lines and lines[0] == f"p2pchat: looking for {what} (up to {timeout} s)", lines
+    return list(lines[1:])
+
+
 def wait_session(proc: Proc, peer: str, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Wait for the line-mode status ``secure session with PEER``; returns its SAS."""
     start = proc.wait_for_line("stderr", f"secure session with {re.escape(peer)} ", timeout)

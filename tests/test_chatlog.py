@@ -18,6 +18,7 @@ from p2pchat.room import (
     FileCompleted,
     FileFailed,
     FileProgress,
+    Looking,
     Member,
     MessageReceived,
     MessageSent,
@@ -218,6 +219,21 @@ def test_reconnecting_is_one_line_and_the_bar_counts_down() -> None:
     log.feed(Reconnected())
     assert log.reconnect_at is None
     assert text(log.rows(200))[-1] == "12:00 reconnected; sending what was not delivered"
+
+
+def test_a_reconnect_looking_for_the_host_is_on_the_reconnect_line() -> None:
+    """A reconnect that browses for the host says so on its one line, and a
+    Looking outside a reconnect (the screen starts after discovery) adds nothing."""
+    log = new_log()
+    log.feed(Looking("bob", 10.0))
+    assert text(log.rows(200)) == []
+    log.feed(Reconnecting(4.0, 1))
+    log.feed(Looking("bob", 3.0))
+    rows = text(log.rows(200))
+    assert len(rows) == 2 and rows[1].strip() == "looking for hosts named 'bob' (up to 3 s)", rows
+    log.feed(Dialing((("127.0.0.1", 47474),)))
+    rows = text(log.rows(200))
+    assert len(rows) == 2 and rows[1].strip() == "trying 127.0.0.1:47474", rows
 
 
 def test_the_bar_says_who_is_here_what_is_not_verified_and_transfers() -> None:

@@ -259,7 +259,8 @@ def test_2_several_hosts_and_none_named(private_lo: list[str], procs: ProcPool) 
     alice = start_join(procs, procs.home("alice"), "--timeout", "3", prefix=private_lo)
     alice.close_stdin()
     assert alice.wait() == 2, alice.describe()
-    assert alice.stderr[0] == "p2pchat: 2 hosts found:", alice.describe()
+    assert alice.stderr[0] == "p2pchat: looking for hosts (up to 3 s)", alice.describe()
+    assert alice.stderr[1] == "p2pchat: 2 hosts found:", alice.describe()
     # the list is part of the one message; its last line says how to pick one
     last_line(alice.stderr, r"^join one by its name .*'p2pchat join (bob|carol)@", prefixed=False)
 

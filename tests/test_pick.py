@@ -17,6 +17,7 @@ import pytest
 from procs import (
     Proc,
     ProcPool,
+    after_looking,
     base_env,
     fingerprint_of,
     run_p2pchat,
@@ -80,7 +81,7 @@ def test_same_named_hosts_are_listed_with_how_to_choose(
     home = procs.home("alice")
     first = join(procs, private_lo, home, "bob", "--timeout", "3")
     assert first.wait(20) == 2, first.describe()
-    err = first.stderr
+    err = after_looking(first.stderr, "bob", "3")
     assert err[0] == "p2pchat: 2 hosts are called 'bob' (anyone can advertise any name):", err
     rows = {line.split(".")[0].strip(): line for line in err[1:3]}
     assert set(rows) == {"1", "2"}, err
@@ -104,9 +105,10 @@ def test_same_named_hosts_are_listed_with_how_to_choose(
     meet(procs, private_lo, home, real)
     listed = join(procs, private_lo, home, "--timeout", "3")
     assert listed.wait(20) == 2, listed.describe()
-    assert listed.stderr[0] == "p2pchat: 2 hosts found:", listed.stderr
-    (pinned,) = [r for r in listed.stderr[1:3] if start(fp_real, 12) in r]
-    (unpinned,) = [r for r in listed.stderr[1:3] if start(fp_other, 12) in r]
+    rows = after_looking(listed.stderr, None, "3")
+    assert rows[0] == "p2pchat: 2 hosts found:", listed.stderr
+    (pinned,) = [r for r in rows[1:3] if start(fp_real, 12) in r]
+    (unpinned,) = [r for r in rows[1:3] if start(fp_other, 12) in r]
     assert pinned.endswith(f"port {real}  pinned"), pinned
     assert unpinned.endswith(f"port {other}"), unpinned
 
@@ -128,7 +130,7 @@ def test_join_name_at_fingerprint_start(private_lo: list[str], procs: ProcPool) 
     # a start no bob has
     none = join(procs, private_lo, home, "bob@ZZZZ-ZZZZ", "--timeout", "2")
     assert none.wait(20) == 2, none.describe()
-    assert none.stderr == [
+    assert after_looking(none.stderr, "bob@ZZZZ-ZZZZ", "2") == [
         "p2pchat: no host named 'bob' with a fingerprint starting ZZZZZZZZ found within "
         "2 s; hosts seen: bob"
     ], none.stderr
@@ -213,7 +215,7 @@ def test_expect_fingerprint_by_name_shows_both_keys(private_lo: list[str], procs
     fp_bob, wrong = fingerprint_of(procs.home("bob")), fingerprint_of(procs.home("carol"))
     alice = join(procs, private_lo, procs.home("alice"), "bob", "--expect-fingerprint", wrong)
     assert alice.wait(20) == 3, alice.describe()
-    assert alice.stderr == [
+    assert after_looking(alice.stderr, "bob", "10") == [
         f"p2pchat: key mismatch: the host 'bob' advertises the key {start(fp_bob, 12)}..., "
         f"not the key expected (--expect-fingerprint {wrong}); nothing was sent"
     ], alice.stderr

@@ -246,10 +246,17 @@ def pick_host(hosts: list[HostInfo], answer: str) -> HostInfo | str:
     return f"no host matches {answer!r}"
 
 
-async def choose_host(hosts: list[HostInfo], trust: TrustStore | None = None) -> HostInfo | None:
+async def choose_host(
+    hosts: list[HostInfo],
+    trust: TrustStore | None = None,
+    before: Callable[[], None] | None = None,
+) -> HostInfo | None:
     """The picker on a terminal: a numbered list (pinned keys marked), asked
     until the answer picks exactly one (three tries; an empty answer or end of
-    input picks none)."""
+    input picks none). ``before`` clears the terminal's line first (the
+    "looking for hosts" spinner)."""
+    if before is not None:
+        before()
     listing = host_listing(hosts, trust.get if trust is not None else None)
     print(f"Several hosts found:\n{listing}", file=sys.stderr)
     for _ in range(3):
@@ -268,13 +275,16 @@ async def choose_host(hosts: list[HostInfo], trust: TrustStore | None = None) ->
     return None
 
 
-def _chooser(args: argparse.Namespace) -> Callable[[list[HostInfo]], Awaitable[HostInfo | None]]:
+def _chooser(
+    args: argparse.Namespace, before: Callable[[], None] | None
+) -> Callable[[list[HostInfo]], Awaitable[HostInfo | None]]:
     trust = TrustStore.open(resolve_home(args.home))
-    return functools.partial(choose_host, trust=trust)
+    return functools.partial(choose_host, trust=trust, before=before)
 
 
-def join_room(args: argparse.Namespace, **extra: Any) -> Room:
-    """The Room that ``join`` and ``send`` use, from their common flags."""
+def join_room(args: argparse.Namespace, out: LineOutput | None = None, **extra: Any) -> Room:
+    """The Room that ``join`` and ``send`` use, from their common flags; ``out``
+    (its status lines) is quieted before the host picker asks."""
     return Room.join(
         name=args.name,
         home=args.home,
@@ -284,25 +294,36 @@ def join_room(args: argparse.Namespace, **extra: Any) -> Room:
         timeout=args.timeout,
         interfaces=args.interface or [],
         require_known=args.require_known,
-        choose=_chooser(args) if interactive(args) else None,
+        choose=_chooser(args, out.close if out is not None else None)
+        if interactive(args)
+        else None,
         **extra,
     )
 
 
 async def run_join(args: argparse.Namespace) -> int:
-    room = join_room(args, **file_options(args))
-    out = LineOutput(json_mode=args.json, hint=room.key_hint)
+    out = LineOutput(json_mode=args.json)
+    room = join_room(args, out, **file_options(args))
+    out.hint = room.key_hint
     remove = room.bus.add_sink(out)
-    stop = install_stop(room)
-    async with room:
-        if interactive(args):
-            from p2pchat.faces.tui import run_interactive
 
-            await run_interactive(room, stop, replaced=remove)
-            # leaving on purpose (/quit, Ctrl-D, Ctrl-C) is 0; the room's end
-            # (the host closed the chat: 1, a refused key: 3) is its own code
-            return room.ended.exit_code if room.ended is not None else ExitCode.OK
-        return await _join_lines(room, out, stop, args.timeout)
+    def replaced() -> None:  # the chat screen takes over: the line output goes quiet
+        remove()
+        out.close()
+
+    stop = install_stop(room)
+    try:
+        async with room:
+            if interactive(args):
+                from p2pchat.faces.tui import run_interactive
+
+                await run_interactive(room, stop, replaced=replaced)
+                # leaving on purpose (/quit, Ctrl-D, Ctrl-C) is 0; the room's end
+                # (the host closed the chat: 1, a refused key: 3) is its own code
+                return room.ended.exit_code if room.ended is not None else ExitCode.OK
+            return await _join_lines(room, out, stop, args.timeout)
+    finally:
+        out.close()  # no spinner left above the error line
 
 
 async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout: float) -> int:

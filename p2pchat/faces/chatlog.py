@@ -29,6 +29,7 @@ from p2pchat.faces.lines import (
     Warnings,
     describe_file_event,
     describe_link_event,
+    describe_looking,
     describe_trouble,
     progress_bar,
 )
@@ -44,6 +45,7 @@ from p2pchat.room import (
     FileOffered,
     FileProgress,
     KeyHint,
+    Looking,
     Member,
     MessageReceived,
     MessageSent,
@@ -316,6 +318,13 @@ class ChatLog:
                 self._link = self.warn(text)
             else:
                 self._link.body = [[(WARNING, text)]]
+        elif isinstance(event, Looking):
+            # only a reconnect looks once the screen is up: on its one line
+            if self._link is not None:
+                self._link.body = [
+                    *self._link.body[:1],
+                    [(STATUS, f"{describe_looking(event)} (up to {event.timeout:g} s)")],
+                ]
         elif isinstance(event, Dialing) and self._link is not None:
             # while reconnecting, each attempt changes the one line (no flood)
             self._link.body = [

@@ -12,6 +12,7 @@ mode gives the name as sent and ``mixed_scripts`` beside it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import sys
@@ -32,6 +33,7 @@ from p2pchat.room import (
     FileOffered,
     FileProgress,
     KeyHint,
+    Looking,
     MessageReceived,
     MessageSent,
     PauseReason,
@@ -59,10 +61,12 @@ from p2pchat.room import (
 __all__ = [
     "LineOutput",
     "Seen",
+    "Spinner",
     "Warnings",
     "describe_trouble",
     "describe_file_event",
     "describe_link_event",
+    "describe_looking",
     "file_json",
     "mismatch_warning",
 ]
@@ -201,6 +205,67 @@ def describe_trouble(event: PeerRefused | SessionBroken | DeliveryFailed) -> str
         )
     n = len(event.msg_ids)
     return f"{n} message(s) will not reach {name}: {event.reason}"
+
+
+def describe_looking(event: Looking) -> str:
+    """What a joiner browsing for its host is doing, without the time."""
+    return f"looking for hosts named {event.name!r}" if event.name else "looking for hosts"
+
+
+class Spinner:
+    """One status line redrawn in place on a terminal (``\\r``) while a joiner
+    looks for its host, with the seconds gone; :meth:`stop` erases it."""
+
+    FRAMES = "|/-\\"
+    INTERVAL = 0.25  #: seconds between redraws
+
+    def __init__(self, stream: Callable[[], TextIO]) -> None:
+        self._stream = stream
+        self._task: asyncio.Task[None] | None = None
+        self._shown = False
+        self._text, self._timeout, self._t0, self._turn = "", 0.0, 0.0, 0
+
+    def start(self, text: str, timeout: float) -> None:
+        self.stop()
+        self._text, self._timeout, self._t0 = text, timeout, time.monotonic()
+        self._draw()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test feeding events): drawn once
+        self._task = loop.create_task(self._run(), name="p2pchat-spinner")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.INTERVAL)
+                self._draw()
+        except asyncio.CancelledError:
+            self._erase()  # the loop is closing (an error follows): leave a clean line
+            raise
+
+    def _draw(self) -> None:
+        gone = min(int(time.monotonic() - self._t0), int(self._timeout))
+        frame = self.FRAMES[self._turn % len(self.FRAMES)]
+        self._turn += 1
+        err = self._stream()
+        err.write(f"\rp2pchat: {self._text}\u2026 {frame} {gone} s of {self._timeout:g}\x1b[K")
+        err.flush()
+        self._shown = True
+
+    def _erase(self) -> None:
+        if self._shown:
+            err = self._stream()
+            err.write("\r\x1b[K")
+            err.flush()
+            self._shown = False
+
+    def stop(self) -> None:
+        """Stop redrawing and erase the line (if it is there)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._erase()
 
 
 def describe_link_event(event: Dialing | Connected | Reconnecting | Reconnected) -> list[str]:
@@ -347,6 +412,7 @@ class LineOutput:
         self._err = err
         self._warnings = Warnings()
         self._seen = Seen()
+        self._spinner = Spinner(lambda: self.err)
 
     # looked up at each print, so that the interactive UI's patched streams are used
     @property
@@ -359,7 +425,13 @@ class LineOutput:
 
     def status(self, text: str) -> None:
         """A status line (stderr), not part of the message stream."""
+        self._spinner.stop()
         print(f"p2pchat: {text}", file=self.err, flush=True)
+
+    def close(self) -> None:
+        """Erase the "looking for hosts" line, if it is showing: before a
+        prompt, the chat screen or the command's error line takes the terminal."""
+        self._spinner.stop()
 
     def json(self, kind: str, **fields: Any) -> None:
         obj = {"type": kind, "time": round(time.time(), 3), **fields}
@@ -371,6 +443,15 @@ class LineOutput:
         self.status(f"error: {text}")
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, Looking):
+            if self.json_mode:
+                self.json("looking", name=event.name, timeout=event.timeout)
+            if self.err.isatty():
+                self._spinner.start(describe_looking(event), event.timeout)
+            else:  # one line: a script sees why it waits
+                self.status(f"{describe_looking(event)} (up to {event.timeout:g} s)")
+            return
+        self._spinner.stop()  # whatever follows ends the looking
         if isinstance(event, MessageSent):
             if self.json_mode:
                 self.json("sent", id=event.msg_id.hex(), text=event.text, to=list(event.to))

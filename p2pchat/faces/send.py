@@ -80,8 +80,10 @@ async def run_send(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to: {exc}") from exc
     path = _check_path(args.path)
     rate = args.limit_rate * MIB if args.limit_rate else None
-    room = join_room(args, limit_rate=rate, durable=False)
-    watch = _Watch(LineOutput(json_mode=args.json, hint=room.key_hint), args.json)
+    out = LineOutput(json_mode=args.json)
+    room = join_room(args, out, limit_rate=rate, durable=False)
+    out.hint = room.key_hint
+    watch = _Watch(out, args.json)
     room.bus.add_sink(watch)
     stop = install_stop(room)
     deadline = time.monotonic() + args.timeout
@@ -99,6 +101,7 @@ async def run_send(args: argparse.Namespace) -> int:
             watch.ours = ids[0]
             return await _wait_until_done(room, peer, watch, stop, args.timeout)
     finally:
+        out.close()  # no spinner left above the error line
         if not hashing.done():
             hashing.cancel()
         with contextlib.suppress(asyncio.CancelledError, P2PChatError):

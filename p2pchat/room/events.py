@@ -27,6 +27,7 @@ __all__ = [
     "FileFailed",
     "FileOffered",
     "FileProgress",
+    "Looking",
     "MessageReceived",
     "MessageSent",
     "PauseReason",
@@ -242,6 +243,17 @@ class MessageSent:
 
 
 @dataclass(frozen=True, slots=True)
+class Looking:
+    """A joiner is browsing the network (mDNS) for its host, for up to
+    ``timeout`` seconds: when it starts, and when a reconnect must find the
+    host again. What follows says how it went: ``Dialing`` once found, else
+    the room's start fails (or the reconnect goes on trying)."""
+
+    name: str | None  #: the host asked for (NAME or NAME@FP); None: any host
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Dialing:
     """A joiner is trying these addresses of the host (ranked, raced)."""
 
@@ -296,6 +308,7 @@ Event = (
     | FileProgress
     | FileCompleted
     | FileFailed
+    | Looking
     | Dialing
     | Connected
     | Reconnecting

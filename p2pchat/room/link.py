@@ -47,6 +47,7 @@ from p2pchat.room.events import (
     Connected,
     Dialing,
     Event,
+    Looking,
     PeerInfo,
     PeerRefused,
     Reconnected,
@@ -124,9 +125,11 @@ async def async_find_host(
     remembered: KnownHost | None = None,
     remembered_name: str | None = None,
     pinned: PinLookup | None = None,
+    bus: EventBus[Event] | None = None,
 ) -> Target:
     """Where to connect (``connect``, else discovery) and the host fingerprint to
-    expect. ``host_name`` is NAME or NAME@FP (:class:`HostQuery`). ``remembered``:
+    expect; ``bus`` is told when discovery starts (``Looking``). ``host_name``
+    is NAME or NAME@FP (:class:`HostQuery`). ``remembered``:
     where the pinned host of that name (``remembered_name``) was last reached;
     then discovery gets a short while, and the remembered addresses are tried
     too (alone, if mDNS finds nothing: multicast may be blocked). ``pinned``
@@ -153,6 +156,7 @@ async def async_find_host(
                 choose,
                 pinned,
                 given=expect is not None,
+                bus=bus,
             )
         except DiscoveryError:
             return Target(mine, fp, host_name, remembered_name or query.name)
@@ -161,7 +165,7 @@ async def async_find_host(
             return replace(target, addresses=target.addresses + mine)
         return target
     host, seen = await _discover(
-        query, expect, timeout, interfaces, choose, pinned, given=expect is not None
+        query, expect, timeout, interfaces, choose, pinned, given=expect is not None, bus=bus
     )
     return _target(host, expect, seen, by_name=query is not None)
 
@@ -191,12 +195,15 @@ async def _discover(
     pinned: PinLookup | None,
     *,
     given: bool,
+    bus: EventBus[Event] | None = None,
 ) -> tuple[HostInfo, list[HostInfo]]:
     """The host meant, and every host seen. ``expect``: the key it must
     advertise, given by --expect-fingerprint (``given``) or pinned."""
     from p2pchat.net.discovery import BrowseReport, async_browse, resolve_interfaces  # zeroconf
 
     bind = resolve_interfaces(interfaces)
+    if bus is not None:
+        bus.publish(Looking(query.text if query is not None else None, timeout))
     report = BrowseReport(bind)
     seen: list[HostInfo] = []
     if query is not None:
@@ -286,6 +293,7 @@ class Link:
         self._connect, self._interfaces = connect, interfaces
         self.participant: Participant | None = None
         self.host_fp: bytes | None = None
+        self.host_name: str | None = None  #: the name the host proved
         self.ended: RoomEnded | None = None  #: set once the link cannot go on
 
     async def async_connect(
@@ -325,7 +333,7 @@ class Link:
         # look-alike is not it, even where a pin would take it for it)
         if target.proves is not None and fold(host.name) != fold(target.proves):
             self._refuse_name(participant, host, target.proves, used)
-        self.host_fp = host.fingerprint
+        self.host_fp, self.host_name = host.fingerprint, host.name
         if self.hosts is not None:
             others = tuple(a for a, _ in target.addresses)
             self.hosts.remember(self.host_fp, used[0], used[1], others)
@@ -414,6 +422,7 @@ class Link:
         from p2pchat.net.discovery import async_browse, resolve_interfaces
 
         fp = self.host_fp
+        self.bus.publish(Looking(self.host_name, RECONNECT_BROWSE))
         hosts = await async_browse(
             timeout=RECONNECT_BROWSE,
             interfaces=resolve_interfaces(self._interfaces),

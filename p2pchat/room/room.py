@@ -291,6 +291,7 @@ class Room:
             remembered=remembered,
             remembered_name=remembered_name,
             pinned=self.trust.get,
+            bus=self.bus,
         )
         self._seen = target.seen
         link = Link(
