@@ -20,6 +20,7 @@ from procs import (
     LOOPBACK,
     Proc,
     ProcPool,
+    after_looking,
     fingerprint_of,
     run_p2pchat,
     start_host,
@@ -211,7 +212,8 @@ def test_no_host_found(private_lo: list[str], procs: ProcPool) -> None:
     alice = start_join(procs, procs.home("alice"), "--timeout", "1", prefix=private_lo)
     alice.close_stdin()
     assert alice.wait() == 2, alice.describe()
-    line = assert_one_line_error("\n".join(alice.stderr))
+    # the looking line (what it waits for), then the one-line error
+    line = assert_one_line_error("\n".join(after_looking(alice.stderr, None, "1")))
     assert "no p2pchat host found within 1 s" in line
     assert "--connect" in line
     assert alice.stdout == []
@@ -221,7 +223,7 @@ def test_named_host_not_found(procs: ProcPool) -> None:
     wanted = f"nobody-{secrets.token_hex(4)}"
     result = run_p2pchat("join", wanted, "--home", procs.home("alice"), *LOOPBACK, "--timeout", "1")
     assert result.returncode == 2, result
-    line = assert_one_line_error(result.stderr)
+    line = assert_one_line_error("\n".join(after_looking(result.stderr.splitlines(), wanted, "1")))
     assert repr(wanted) in line
     # the other hosts seen, or (none seen) what was heard and where to look next
     assert "hosts seen:" in line or "p2pchat doctor" in line, line
