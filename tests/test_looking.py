@@ -89,4 +89,8 @@ def test_on_a_terminal_the_looking_line_is_redrawn_in_place_and_gone_once_found(
     assert out[end:].startswith("\r\x1b[K"), out[end : end + 80]  # erased at once
     assert "looking for hosts" not in out[end:], out[end:]
     assert out.index("trying ", end) > end  # what comes next starts on a clean line
+    # the chat screen shows the connection and the session (it replays them);
+    # line mode's copies are not left on the terminal under it after /quit
+    for line in ("p2pchat: trying", "p2pchat: connected", "p2pchat: secure session"):
+        assert line not in out, out
     assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)

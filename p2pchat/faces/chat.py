@@ -302,7 +302,7 @@ def join_room(args: argparse.Namespace, out: LineOutput | None = None, **extra: 
 
 
 async def run_join(args: argparse.Namespace) -> int:
-    out = LineOutput(json_mode=args.json)
+    out = LineOutput(json_mode=args.json, looking_only=interactive(args))
     room = join_room(args, out, **file_options(args))
     out.hint = room.key_hint
     remove = room.bus.add_sink(out)

@@ -405,8 +405,13 @@ class LineOutput:
         out: TextIO | None = None,
         err: TextIO | None = None,
         hint: Callable[[PeerRefused], KeyHint] | None = None,
+        looking_only: bool = False,
     ) -> None:
         self.json_mode = json_mode
+        #: show only the "looking for hosts" line: the chat screen, which
+        #: replays every event from the start, shows the rest (printed here as
+        #: well, they were left on the terminal under the screen after /quit)
+        self.looking_only = looking_only
         self.hint = hint  #: Room.key_hint, for the advice on a refused key
         self._out = out
         self._err = err
@@ -452,6 +457,8 @@ class LineOutput:
                 self.status(f"{describe_looking(event)} (up to {event.timeout:g} s)")
             return
         self._spinner.stop()  # whatever follows ends the looking
+        if self.looking_only:
+            return
         if isinstance(event, MessageSent):
             if self.json_mode:
                 self.json("sent", id=event.msg_id.hex(), text=event.text, to=list(event.to))
