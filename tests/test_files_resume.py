@@ -66,6 +66,9 @@ def resumed(procs: ProcPool, carol: Proc, port: int, digest: str, inbox: Path) -
     """alice again, on the same home, without the file: the transfer resumes by itself."""
     second = alice(procs, port, None, "alice-2")
     second.wait_for_line("stdout", r"^sent big\.bin to carol, SHA-256 verified by carol", 30)
+    # it says this is the earlier run's file, offered again by itself
+    again = "offering big.bin (4.2 MB) to carol again: the last chat left it unfinished"
+    assert again in second.stdout, second.stdout
     done = carol.wait_for_event("file-done", timeout=10)
     first_start, *_, last_start = starts(carol)
     assert first_start == 0 and last_start >= 0.25 * SIZE, starts(carol)

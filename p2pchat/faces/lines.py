@@ -313,6 +313,8 @@ def describe_file_event(event: FileEvent) -> str:
     if isinstance(event, FileOffered):
         size = format_size(event.size)
         if not incoming:
+            if event.remembered:
+                return f"offering {name} ({size}) to {peer} again: the last chat left it unfinished"
             return f"offering {name} ({size}) to {peer}"
         if event.pending:
             short = event.transfer_id.hex()[:8]
@@ -362,7 +364,12 @@ def file_json(event: FileEvent) -> tuple[str, dict[str, Any]]:
         "name": event.name,
     }
     if isinstance(event, FileOffered):
-        fields.update(size=event.size, sha256=event.sha256.hex(), pending=event.pending)
+        fields.update(
+            size=event.size,
+            sha256=event.sha256.hex(),
+            pending=event.pending,
+            remembered=event.remembered,
+        )
         kind = "file-offer"
     elif isinstance(event, FileProgress):
         fields.update(

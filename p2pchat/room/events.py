@@ -160,7 +160,8 @@ class Disconnected:
 
 @dataclass(frozen=True, slots=True)
 class FileOffered:
-    """A file offered to us (``incoming``), or offered by us for the first time."""
+    """A file offered to us (``incoming``), or offered by us for the first time
+    in this run (``remembered``: by itself, left unfinished by an earlier run)."""
 
     peer: PeerInfo
     transfer_id: bytes
@@ -169,6 +170,7 @@ class FileOffered:
     sha256: bytes
     incoming: bool
     pending: bool = False  #: waiting for /accept or /reject
+    remembered: bool = False  #: ours, offered again by itself: an earlier run left it unfinished
 
 
 class PauseReason(enum.StrEnum):

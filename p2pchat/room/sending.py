@@ -119,6 +119,7 @@ class OutgoingFile:
     meter: Meter | None = None
     gen: int = 0  #: bumped at every (re)offer: data read for an older run is dropped
     offered_once: bool = False
+    remembered: bool = False  #: offered again by itself (an earlier run left it)
 
 
 class Sending:
@@ -148,10 +149,13 @@ class Sending:
         self._closed = False
         self.book = book
 
-    async def async_offer(self, prepared: Prepared, peer: PeerInfo) -> bytes:
+    async def async_offer(
+        self, prepared: Prepared, peer: PeerInfo, *, remembered: bool = False
+    ) -> bytes:
         """Offer a prepared file to ``peer`` (now if a session is up, else as
         soon as one is); returns the transfer id. The same file to the same
-        peer again is the same transfer: it resumes. Raises TransferError."""
+        peer again is the same transfer: it resumes. ``remembered``: an earlier
+        run left it unfinished (its event says so). Raises TransferError."""
         machine = Outgoing(prepared.name, prepared.size, prepared.sha256)
         key = (peer.fingerprint, machine.transfer_id)
         old = self.outs.get(key)
@@ -167,7 +171,7 @@ class Sending:
         if old is not None and not old.machine.final:
             source.close()
             return machine.transfer_id
-        out = OutgoingFile(machine, source, peer)
+        out = OutgoingFile(machine, source, peer, remembered=remembered)
         self.outs[key] = out
         if self.book is not None:
             entry = Remembered(
@@ -233,7 +237,10 @@ class Sending:
         if not out.offered_once:
             out.offered_once = True
             m = out.machine
-            self._emit(FileOffered(out.peer, m.transfer_id, m.name, m.size, m.sha256, False))
+            offered = FileOffered(
+                out.peer, m.transfer_id, m.name, m.size, m.sha256, False, remembered=out.remembered
+            )
+            self._emit(offered)
 
     def on_accept(self, link: Link, peer: PeerInfo, msg: FileAccept) -> None:
         out = self.outs.get((peer.fingerprint, msg.transfer_id))

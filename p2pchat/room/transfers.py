@@ -343,7 +343,7 @@ class FileTransfers:
                 continue
             offered = Prepared(prepared.path, entry.name, prepared.size, prepared.sha256)
             try:
-                await self._out.async_offer(offered, peer)
+                await self._out.async_offer(offered, peer, remembered=True)
             except TransferError as exc:  # it changed between the hash and the offer
                 log.info("files: not resuming %s: %s", entry.path, exc)
                 self._not_resumed(peer, entry, CHANGED)
