@@ -223,6 +223,7 @@ def test_trust_verify_shows_both_fingerprints_and_the_last_sas_then_asks(
         assert re.search(rf"your fingerprint:\s+{re.escape(fp_alice)}$", out, re.M), out
         assert re.search(rf"bob's fingerprint:\s+{re.escape(fp_bob)}$", out, re.M), out
         assert re.search(rf"last session \(\d{{4}}-\d\d-\d\d \d\d:\d\d\): {sas}$", out, re.M)
+        assert "(bob sees theirs with 'p2pchat trust verify' and your name, or /verify" in out
         assert "Do these match what bob sees? [y/N] " in out
         (line,) = err.strip().splitlines()
         assert line == f"p2pchat: error: bob {fp_bob} not marked verified (only y or yes marks it)"

@@ -133,6 +133,7 @@ def _verify(args: argparse.Namespace, store: TrustStore, home: Path) -> int:
             "  short authentication string: no session since this version recorded it: "
             "compare the fingerprints"
         )
+    print(f"  ({name} sees theirs with 'p2pchat trust verify' and your name, or /verify in a chat)")
     if not args.yes:
         print(f"Do these match what {name} sees? [y/N] ", end="", flush=True)
         answer = sys.stdin.readline()
