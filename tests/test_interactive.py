@@ -280,6 +280,9 @@ def test_log_records_stay_off_the_host_screen(tmp_path, procs: ProcPool) -> None
     finally:
         tty.close()
     assert "relay: closed" not in re.sub(r"/log.*", "", tty.output, flags=re.S)
+    # the screen said where it hosts; line mode's copies are not left under it
+    assert "p2pchat: hosting as" not in tty.output
+    assert "p2pchat: your fingerprint" not in tty.output
 
 
 def test_the_host_ending_the_chat_ends_the_screen(procs: ProcPool) -> None:

@@ -307,8 +307,9 @@ def test_the_picker_on_a_terminal(private_lo: list[str], procs: ProcPool) -> Non
         child.send("bob\r")
         child.expect("2 hosts are called 'bob': type the number of the one you mean")
         child.send(f"bob@{unique_start(fp_real, fp_other).lower()}\r")
-        child.expect(r"secure session with bob \(known key\)")
+        # the chat screen (the line output goes quiet before it)
         child.expect("you are alice; type /help for commands")
+        child.expect(r"secure session with bob \(known key")
         child.sendcontrol("d")
         child.expect(pexpect.EOF)
     finally:

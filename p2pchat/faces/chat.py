@@ -160,11 +160,12 @@ async def run_host(args: argparse.Namespace) -> int:
     async with room:
         hosting = room.hosting
         assert hosting is not None
-        out.status(
-            f"hosting as {display_name(room.name)} on port {hosting.port}, advertised at "
-            f"{', '.join(hosting.addresses)} as '{sanitize(hosting.instance)}'"
-        )
-        out.status(f"your fingerprint: {room.identity.fingerprint_text}")
+        if not interactive(args):  # the chat screen shows both itself
+            out.status(
+                f"hosting as {display_name(room.name)} on port {hosting.port}, advertised at "
+                f"{', '.join(hosting.addresses)} as '{sanitize(hosting.instance)}'"
+            )
+            out.status(f"your fingerprint: {room.identity.fingerprint_text}")
         if args.json:
             out.json(
                 "hosting",
