@@ -161,7 +161,7 @@ class _GatedWrites:
     worker until the test lets it go (from the loop, or after ``timeout``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, loop: asyncio.AbstractEventLoop) -> None:
-        from p2pchat.store import outbox as ob
+        from p2pchat.store import saving as ob
 
         self.real = ob.write_private
         self.loop = loop
@@ -311,16 +311,17 @@ async def test_close_time_save_with_nothing_new_still_releases_the_acks_at_once(
 def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path: Path) -> None:
     path, key, box = _durable(tmp_path)
     box.first_sighting(A, b"1" * 16)  # no loop: saved at once
-    seq, _, state, _ = box._snapshot(complete=True)  # taken, but its write is late
+    assert box._saver is not None
+    seq, _, state, _ = box._saver._snapshot(complete=True)  # taken, but its write is late
     box.first_sighting(A, b"2" * 16)
-    assert box._write(seq, state) is None  # skipped
+    assert box._saver._write(seq, state) is None  # skipped
     assert not Outbox(path, key).first_sighting(A, b"2" * 16)
 
 
 async def test_a_reader_never_sees_a_half_written_file(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from p2pchat.store.outbox import AAD, MAGIC
+    from p2pchat.store.saving import AAD, MAGIC
 
     path, key, box = _durable(tmp_path)
     box.first_sighting(A, b"0" * 16)
@@ -359,7 +360,7 @@ async def test_a_reader_never_sees_a_half_written_file(tmp_path: Path) -> None:
 async def test_acks_are_not_held_back_forever_by_a_steady_stream(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from p2pchat.store import outbox as ob
+    from p2pchat.store import saving as ob
 
     _, _, box = _durable(tmp_path)
     real = ob.write_private
@@ -410,8 +411,8 @@ def test_strangers_cannot_evict_the_seen_ids_of_known_peers(tmp_path: Path) -> N
     assert len(box._seen[last]) == SEEN_PER_PEER
     # both tables survive a restart, each within its bound
     durable = Outbox(path, key)
-    durable._seen, durable._seen_new, durable._dirty = box._seen, box._seen_new, True
-    durable.save()
+    durable._seen, durable._seen_new = box._seen, box._seen_new
+    durable._changed()  # no loop: saved at once
     again = Outbox(path, key)
     assert again._seen.keys() == box._seen.keys()
     assert again._seen_new.keys() == box._seen_new.keys()

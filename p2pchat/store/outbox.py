@@ -9,15 +9,8 @@ session key), so it survives a restart; saving is debounced to at most one
 write per ``SAVE_DELAY`` seconds (a message acknowledged within ``PERSIST_AFTER``
 never reaches the disk), and done in full on close and when a connection drops.
 
-Saves stay off the event loop (on the host, that loop is the relay): the loop
-only takes a snapshot (each peer's seen ids are copied once per change, and
-packed once), a worker thread encrypts, writes and fsyncs. Saves are coalesced:
-one runs at a time, requests meanwhile make at most one more follow. ``on_saved``
-runs on the loop once a write covering every seen id so far is on disk; if new
-ids were seen during the write it waits for the next one (under a steady stream,
-at most about ``MAX_ACK_WAIT``: then one save is done on the loop). ``save()``
-itself blocks (close, connection lost): it waits for a running write, never
-races it, and an older snapshot is never written over a newer one.
+Saves stay off the event loop and are coalesced (``p2pchat.store.saving``);
+``on_saved`` runs once every id seen so far is on disk.
 
 Seen ids are bounded against throw-away identities: peers known to us (see
 ``Outbox.is_known``, e.g. pinned) keep up to ``SEEN_PER_PEER`` ids each, for the
@@ -30,11 +23,6 @@ Until ``is_known`` is set, every peer counts as known (one table, as before).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -43,21 +31,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgpack
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pchat.store.identity import write_private
+from p2pchat.store.saving import SAVE_DELAY, Saver
 
 __all__ = ["OutMessage", "Outbox"]
 
-log = logging.getLogger("p2pchat.store.outbox")
-
-MAGIC: Final = b"P2PO1"
-AAD: Final = b"p2pchat outbox v1"
-SAVE_DELAY: Final = 0.05
-#: Acks wait for a save; this bounds how long (a save costs about 0.6 ms here).
-ACK_SAVE_DELAY: Final = 0.005
 #: A message still unacknowledged after this many seconds is written to disk
 #: (at once on close or when the connection drops).
 PERSIST_AFTER: Final = 1.0
@@ -68,9 +46,6 @@ SEEN_PEERS: Final = 64
 #: peers not known (see ``Outbox.is_known``) are kept apart, fewer ids each
 SEEN_STRANGERS: Final = 64
 SEEN_PER_STRANGER: Final = 256
-#: ``on_saved`` waits at most about this long under a steady stream of new ids
-#: (then one save is done on the loop, see ``Outbox._saved_in_worker``)
-MAX_ACK_WAIT: Final = 0.25
 #: a message nobody acknowledged for this long is given up on
 EXPIRY: Final = 7 * 24 * 3600.0
 #: messages whose failed recipients are remembered (this run only), at most
@@ -122,60 +97,45 @@ def _pack(state: dict[str, Any]) -> list[bytes]:
     return out
 
 
-#: encrypted piecewise (the same bytes as ``AESGCM.encrypt``): a one-shot
-#: encryption of a full table holds the GIL, and so the event loop, for ms
-_SEAL_CHUNK: Final = 256 * 1024
-
-
-def _seal(key: bytes, pieces: list[bytes]) -> bytes:
-    """The encrypted file: ``MAGIC + nonce + AESGCM.encrypt``, computed piecewise."""
-    nonce = os.urandom(12)
-    enc = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
-    enc.authenticate_additional_data(AAD)
-    out = [MAGIC, nonce]
-    for piece in pieces:
-        view = memoryview(piece)
-        out.extend(enc.update(view[i : i + _SEAL_CHUNK]) for i in range(0, len(view), _SEAL_CHUNK))
-    out.append(enc.finalize())
-    out.append(enc.tag)
-    return b"".join(out)
-
-
 class Outbox:
     """Pending messages and seen ids, optionally persisted (see the module doc)."""
 
     def __init__(self, path: Path | None = None, key: bytes | None = None) -> None:
         if (path is None) != (key is None):
             raise ValueError("path and key go together")
-        self.path = path
-        self._aead = AESGCM(key) if key is not None else None
-        self._key = key
         self._messages: OrderedDict[bytes, OutMessage] = OrderedDict()
         #: messages none of whose remaining recipients can be reached (see ``fail``)
         self._failed: OrderedDict[bytes, OutMessage] = OrderedDict()
         self._seen: dict[bytes, OrderedDict[bytes, None]] = {}
         self._last_known: set[bytes] = set()
-        self._save_handle: asyncio.TimerHandle | None = None
-        self._dirty = False
         #: peers whose seen ids are kept in the smaller, separate table (see the module doc)
         self._seen_new: dict[bytes, OrderedDict[bytes, None]] = {}
         #: tells whether a fingerprint is known (pinned); None: every peer counts as known
         self.is_known: Callable[[bytes], bool] | None = None
         self._snap: dict[bytes, _Packed] = {}  # per-peer id lists of the last snapshot
-        self._seen_gen = 0  # counts seen ids added: on_saved waits for a save covering them
-        self._saved_gen = 0  # the seen-id generation known to be on disk
-        self._owed_since: float | None = None  # monotonic time of the oldest waiting request_save
-        self._inflight: asyncio.Future[str | None] | None = None
-        self._followup = False
-        self._lock = threading.Lock()  # one write at a time, worker or blocking save
-        self._seq = 0  # snapshots taken
-        self._written_seq = 0  # the newest snapshot on disk
-        #: called after every save: acks wait for it, so that a message is
-        #: acknowledged only once its id is on disk (never shown twice, even
-        #: across a crash of the receiver)
-        self.on_saved: Callable[[], None] | None = None
-        if path is not None:
-            self._load()
+        self._saver = (
+            Saver(path, key, self._snapshot, _pack)
+            if path is not None and key is not None
+            else None
+        )
+        if self._saver is not None:
+            self._load(self._saver)
+
+    @property
+    def path(self) -> Path | None:
+        return self._saver.path if self._saver is not None else None
+
+    @property
+    def on_saved(self) -> Callable[[], None] | None:
+        """Called after every save: acks wait for it, so that a message is
+        acknowledged only once its id is on disk (never shown twice, even
+        across a crash of the receiver)."""
+        return self._saver.on_saved if self._saver is not None else None
+
+    @on_saved.setter
+    def on_saved(self, callback: Callable[[], None] | None) -> None:
+        if self._saver is not None:
+            self._saver.on_saved = callback
 
     # ------------------------------------------------------------ messages
 
@@ -337,8 +297,7 @@ class Outbox:
         while len(seen) > per_peer:
             seen.popitem(last=False)
         self._snap.pop(fp, None)
-        self._seen_gen += 1
-        self._changed()
+        self._changed(new_ids=True)
         return True
 
     # ------------------------------------------------------------ persistence
@@ -346,116 +305,32 @@ class Outbox:
     @property
     def durable(self) -> bool:
         """True when the state is kept on disk (acks then wait for a save)."""
-        return self.path is not None
+        return self._saver is not None
 
     def request_save(self) -> None:
         """Make sure a save (and so ``on_saved``) happens very soon, even with
         nothing new: acknowledgements wait for it."""
-        if self.path is not None and self._owed_since is None:
-            self._owed_since = time.monotonic()
-        self._changed(ACK_SAVE_DELAY)
+        if self._saver is not None:
+            self._saver.request_save()
 
-    def _changed(self, delay: float = SAVE_DELAY) -> None:
-        if self.path is None:
-            return
-        self._dirty = True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.save()
-            return
-        when = loop.time() + delay
-        if self._save_handle is not None:
-            if self._save_handle.when() <= when:
-                return
-            self._save_handle.cancel()
-        self._save_handle = loop.call_at(when, self._scheduled_save)
-
-    def _scheduled_save(self) -> None:
-        self._save_handle = None
-        if self._inflight is not None:
-            self._followup = True  # coalesced: one more save once this one is done
-            return
-        if self.path is None or not self._dirty:
-            return
-        loop = asyncio.get_running_loop()
-        seq, seen_gen, state, young = self._snapshot(complete=False)
-        try:
-            fut = loop.run_in_executor(None, self._write, seq, state)
-        except RuntimeError:  # the loop is shutting down its executor: write here
-            self._dirty = True
-            self.save(complete=False)
-            return
-        self._inflight = fut
-        fut.add_done_callback(lambda f: self._saved_in_worker(f, seen_gen, young))
-
-    def _saved_in_worker(
-        self, fut: asyncio.Future[str | None], seen_gen: int, young: float | None
-    ) -> None:
-        """On the loop, once a worker save is done (written, or failed)."""
-        self._inflight = None
-        error = "cancelled" if fut.cancelled() else fut.result()
-        if error is not None:
-            log.warning("outbox: cannot save %s: %s", self.path, error)
-            self._dirty = True
-        if young is not None:
-            self._changed(max(SAVE_DELAY, young + PERSIST_AFTER - time.time()))
-        if error is None:
-            self._saved_gen = max(self._saved_gen, seen_gen)
-        if self._saved_gen >= self._seen_gen:  # (a blocking save may have covered more)
-            self._notify()
-        elif self._owed_since is not None and time.monotonic() - self._owed_since > MAX_ACK_WAIT:
-            # ids were seen during the write, and on_saved releases every waiting
-            # ack: under a steady stream that could go on forever; bound it
-            self.save(complete=False)
-            return
-        else:
-            self._changed(ACK_SAVE_DELAY)  # the ids seen during the write, soon
-        if self._followup:
-            self._followup = False
-            if self._dirty and self._save_handle is None:
-                self._scheduled_save()
-
-    def _notify(self) -> None:
-        self._owed_since = None
-        if self.on_saved is not None:
-            self.on_saved()
+    def _changed(self, delay: float = SAVE_DELAY, *, new_ids: bool = False) -> None:
+        if self._saver is not None:
+            self._saver.changed(delay, new_ids=new_ids)
 
     def save(self, complete: bool = True) -> None:
-        """Write the state now if it changed (atomic, encrypted), blocking:
-        waits for a save running in the worker, never races it.
+        """Write the state now if it changed (atomic, encrypted), blocking.
 
         A scheduled save (``complete=False``) leaves out messages younger than
         ``PERSIST_AFTER``: most are acknowledged well before, and writing each
         one would cost the whole outbox per message at full speed. They are
         written once they have waited that long, and by every explicit save
         (on close, and when the connection drops)."""
-        if self._save_handle is not None:
-            self._save_handle.cancel()
-            self._save_handle = None
-        if self._inflight is not None:
-            # the worker's write took the dirty mark but is not on disk yet:
-            # write now (its later snapshot is then skipped), so what waits
-            # for a save (the acks) is released here, not after a goodbye
-            self._dirty = True
-        if self.path is None or self._aead is None or not self._dirty:
-            return
-        seq, seen_gen, state, young = self._snapshot(complete)
-        error = self._write(seq, state)
-        if error is not None:
-            log.warning("outbox: cannot save %s: %s", self.path, error)
-            self._dirty = True
-        else:
-            self._saved_gen = max(self._saved_gen, seen_gen)
-        if young is not None:
-            self._changed(max(SAVE_DELAY, young + PERSIST_AFTER - time.time()))
-        self._notify()
+        if self._saver is not None:
+            self._saver.save(complete)
 
-    def _snapshot(self, complete: bool) -> tuple[int, int, dict[str, Any], float | None]:
+    def _snapshot(self, complete: bool) -> tuple[dict[str, Any], float | None]:
         """On the loop: what to write, cheaply (the per-peer id lists are cached
-        until they change); clears the dirty mark. Returns the save's sequence
-        number, the seen-id generation it covers, the state, and the creation
-        time of the oldest message left out (or None)."""
+        until they change), and when to come back for the messages left out."""
         now = time.time()
         kept: list[list[Any]] = []
         young: float | None = None
@@ -470,9 +345,8 @@ class Outbox:
             "seen_new": {fp: self._ids(fp, ids) for fp, ids in self._seen_new.items()},
             "last_known": sorted(self._last_known),
         }
-        self._dirty = False
-        self._seq += 1
-        return self._seq, self._seen_gen, state, young
+        later = None if young is None else max(SAVE_DELAY, young + PERSIST_AFTER - time.time())
+        return state, later
 
     def _ids(self, fp: bytes, ids: OrderedDict[bytes, None]) -> _Packed:
         snap = self._snap.get(fp)
@@ -480,47 +354,18 @@ class Outbox:
             snap = self._snap[fp] = _Packed(list(ids))
         return snap
 
-    def _write(self, seq: int, state: dict[str, Any]) -> str | None:
-        """Encrypt and atomically replace the file (in the worker, or blocking
-        from ``save``); None when done, else why not. A snapshot older than
-        the one already written is skipped."""
-        assert self.path is not None and self._aead is not None
-        assert self._key is not None
-        blob = _seal(self._key, _pack(state))
-        with self._lock:
-            if seq <= self._written_seq:
-                return None
-            try:
-                write_private(self.path, blob)
-            except OSError as exc:
-                return str(exc.strerror or exc)
-            self._written_seq = seq
-        return None
-
-    def _load(self) -> None:
-        assert self.path is not None and self._aead is not None
-        try:
-            blob = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("outbox: cannot read %s: %s", self.path, exc.strerror or exc)
+    def _load(self, saver: Saver) -> None:
+        state = saver.load()
+        if state is None:
             return
         try:
-            if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 12 + 16:
-                raise ValueError("not an outbox file")
-            nonce = blob[len(MAGIC) : len(MAGIC) + 12]
-            # authenticated with our own key: the content is ours, no hostile limits needed
-            state = msgpack.unpackb(self._aead.decrypt(nonce, blob[len(MAGIC) + 12 :], AAD))
             self._restore(state)
-        except (ValueError, InvalidTag, TypeError, KeyError) as exc:
-            aside = self.path.with_name(self.path.name + ".unreadable")
-            with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
-            log.warning("outbox: %s is unreadable (%s); moved aside to %s", self.path, exc, aside)
+        except (ValueError, TypeError, KeyError) as exc:
+            saver.set_aside(exc)
             self._messages.clear()
             self._seen.clear()
             self._seen_new.clear()
+            self._last_known.clear()
 
     def _restore(self, state: Any) -> None:
         now = time.time()
