@@ -5,7 +5,7 @@
 us, and when a failed session heals), answers the peer's messages, runs the
 steps that need our private key in a worker thread (charged to a token
 bucket and queued, so a flood of joiners cannot stall chat), and hands a
-completed handshake to :meth:`Sessions.admit`. Crossed first messages, when
+completed handshake to :meth:`Admission.admit`. Crossed first messages, when
 both sides heal at once, are resolved here (docs/PROTOCOL.md §6.5).
 
 The host first: until the host's key is proven, a joiner neither handshakes
@@ -175,7 +175,7 @@ class Handshakes:
             self.owner.write(encode_send(peer.info.peer_id, reply))
         if hs.complete:
             assert hs.result is not None
-            self.sessions.admit(peer, hs.result)
+            self.sessions.admission.admit(peer, hs.result)
             o = self.owner
             if peer.info.peer_id == o.host_id != o.my_id and self.sessions.host_proven:
                 await self._release_others()

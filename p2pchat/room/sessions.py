@@ -2,10 +2,11 @@
 
 :class:`Sessions` holds one :class:`~p2pchat.room.peer.Peer` per other
 participant and decides, for each envelope the relay delivers, what to do:
-pass a handshake message to :class:`~p2pchat.room.handshakes.Handshakes`,
-admit or refuse the key a handshake proved against the pins, open records and
-act on the messages inside, heal a session whose record failed, and end one
-that is refused (telling the peer why) or gone. It writes through its
+pass a handshake message to :class:`~p2pchat.room.handshakes.Handshakes`
+(which hands the key it proved to :class:`~p2pchat.room.admission.Admission`,
+where the pins decide), open records and act on the messages inside, heal a
+session whose record failed, and end one that is refused (telling the peer
+why) or gone. It writes through its
 :class:`~p2pchat.room.participant.Participant` (the connection) and reports
 on the room's bus.
 
@@ -16,7 +17,6 @@ host cannot get its other "participants" pinned before the host check fails.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -51,9 +51,9 @@ from p2pchat.proto.app import (
 from p2pchat.proto.handshake import HandshakeResult
 from p2pchat.proto.keys import fingerprint
 from p2pchat.proto.messages import HS_TAG, PeerEntry, encode_send, send_head
-from p2pchat.proto.names import display_name
 from p2pchat.proto.record import CT_CLOSE, RECORD_TAG, record_size
 from p2pchat.proto.text import clean_reason
+from p2pchat.room.admission import Admission
 from p2pchat.room.delivery import Delivery, refusal_words
 from p2pchat.room.events import (
     Delivered,
@@ -65,12 +65,9 @@ from p2pchat.room.events import (
     PeerRefused,
     RefusalKind,
     SessionBroken,
-    SessionReady,
-    Trust,
 )
 from p2pchat.room.handshakes import Handshakes
 from p2pchat.room.peer import Peer, PeerState, Step
-from p2pchat.store.identity import Verdict
 
 if TYPE_CHECKING:
     from p2pchat.room.participant import Participant
@@ -110,6 +107,7 @@ class Sessions:
         self.host_said_goodbye = False  #: the host closed its session on purpose
         self._host_was_proven = False
         self.handshakes = Handshakes(self)
+        self.admission = Admission(self)
         #: keys proven in a session on this connection (see _never_proven)
         self.proven: set[bytes] = set()
 
@@ -195,87 +193,8 @@ class Sessions:
         self.owner.rearm()
         return True
 
-    def _mismatch_reason(self, info: PeerInfo) -> str:
-        """Why a name is refused: it is pinned under another key, or looks like
-        a name that is (the pinned spelling named, so the user sees which)."""
-        names = sorted(
-            {
-                p.name
-                for p in self.owner.trust.by_name(info.name)
-                if p.fingerprint != info.fingerprint
-            }
-        )
-        reason = "a pinned name presented a different key"
-        if names and names != [info.name]:
-            reason += " (it looks like " + ", ".join(display_name(n) for n in names) + ")"
-        return reason
-
-    def admit(self, peer: Peer, result: HandshakeResult) -> None:
-        """The key is proven: check it against the pins, then the session is up."""
-        o = self.owner
-        if result.peer_fingerprint == o.identity.fingerprint:
-            # our own key: this identity runs twice (or a relay loops us back)
-            why = "it presented our own key (is p2pchat running twice with this identity?)"
-            self._up(peer, result)
-            self.refuse(peer, why, mismatch=False, kind=RefusalKind.OWN_KEY)
-            return
-        if result.peer_name != peer.info.name:
-            # the relay's roster is a hint; the name in the transcript is the peer's word
-            log.info(
-                "participant: peer %d calls itself differently than the relay said",
-                peer.info.peer_id,
-            )
-            peer.info = PeerInfo(peer.info.peer_id, result.peer_name, peer.info.fingerprint)
-        info = peer.info
-        verdict = o.trust.check(info.name, info.fingerprint)
-        if verdict is Verdict.NAME_MISMATCH:
-            # the session is up long enough to tell the peer why, authenticated
-            self._up(peer, result)
-            self.refuse(peer, self._mismatch_reason(info), mismatch=True)
-            return
-        if verdict is Verdict.NEW and o.require_known:
-            self._up(peer, result)
-            reason = "not a known peer (--require-known)"
-            self.refuse(peer, reason, mismatch=False, kind=RefusalKind.UNKNOWN_PEER)
-            return
-        pin = o.trust.pin(info.name, info.fingerprint)
-        if verdict is Verdict.NEW:
-            trust = Trust.NEW
-        else:
-            trust = Trust.VERIFIED if pin.verified else Trust.KNOWN
-            o.known_peers.add(info.fingerprint)
-        renewed = peer.was_ready
-        self._up(peer, result)
-        self._remember_sas(info.fingerprint, result.sas)
-        o.bus.publish(SessionReady(info, result.sas, trust, renewed))
-        # what this peer has not acknowledged yet, in the order typed (after a
-        # reconnect too: the receiver drops what it already has, by id)
-        for pending in o.outbox.for_peer(info.fingerprint):
-            self.send_app(peer, Chat(pending.msg_id, pending.text, pending.direct))
-        if o.files is not None:
-            o.files.session_ready(o, info)
-
-    def _remember_sas(self, fp: bytes, sas: str) -> None:
-        """Record the session's SAS for ``trust verify``, in a worker thread: a
-        file write on every session (0.3 ms measured without an fsync, 0.9 ms
-        with one, far more on a slow disk) is not for the event loop, and
-        nothing waits for it."""
-        trust = self.owner.trust
-
-        def record() -> None:
-            try:
-                trust.record_sas(fp, sas)
-            except (OSError, P2PChatError) as exc:  # verify falls back to fingerprints
-                log.warning("participant: could not record the SAS: %s", exc)
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            record()
-        else:
-            loop.run_in_executor(None, record)
-
-    def _up(self, peer: Peer, result: HandshakeResult) -> None:
+    def established(self, peer: Peer, result: HandshakeResult) -> None:
+        """The handshake with ``peer`` is complete (before the pins decide)."""
         peer.established(result, time.monotonic())
         self.proven.add(peer.info.fingerprint)
         self.owner.rearm()
