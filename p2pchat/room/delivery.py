@@ -16,7 +16,7 @@ from p2pchat.room.events import Delivered, PeerInfo
 from p2pchat.room.peer import Peer, PeerState
 from p2pchat.store.outbox import Outbox
 
-__all__ = ["Delivery", "Missing", "missing", "refusal_words"]
+__all__ = ["Delivery", "Missing", "missing", "owed_to", "refusal_words"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,36 @@ def status(peers: list[Peer], fp: bytes) -> str:
     if peer.state is PeerState.HEALING:
         return "its session failed, renewing"
     return "no secure session yet"
+
+
+def owed_to(
+    peers: list[Peer], outbox: Outbox, mine: bytes, *, connected: bool, to: bytes | None
+) -> tuple[set[bytes], dict[bytes, str]]:
+    """Who a message typed now is owed to, and who of them cannot get it (with
+    why): everyone here now (while disconnected: those here at the last
+    connection), or only ``to``; never ourselves."""
+    failed: dict[bytes, str] = {}
+    if connected:
+        # everyone here now, whatever our session with them: one we refused
+        # (or that refused us) is a recipient that does not get it
+        # (but one that never proved its key was never a participant)
+        owed = {
+            p.info.fingerprint
+            for p in peers
+            if p.state is not PeerState.GONE and (p.was_ready or not p.ended)
+        }
+        for p in peers:
+            r = p.refusal
+            if p.state is PeerState.REFUSED and r is not None and r.kind.trust:
+                failed[p.info.fingerprint] = refusal_words(p)
+        failed.pop(mine, None)  # a twin of ours is nobody to deliver to
+    else:
+        owed = set(outbox.last_known)
+    owed.discard(mine)
+    if to is not None:
+        owed &= {to}
+        failed = {fp: why for fp, why in failed.items() if fp == to}
+    return owed, failed
 
 
 def missing(outbox: Outbox, peers: list[Peer], name_of: Callable[[bytes], str]) -> list[Missing]:

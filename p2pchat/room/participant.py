@@ -50,7 +50,7 @@ from p2pchat.proto.messages import (
 from p2pchat.proto.register import answer_challenge
 from p2pchat.proto.text import clean_reason
 from p2pchat.room.bus import EventBus
-from p2pchat.room.delivery import Missing, missing, refusal_words
+from p2pchat.room.delivery import Missing, missing, owed_to
 from p2pchat.room.events import Disconnected, Event, PeerInfo, PeerRefused, RefusalKind
 from p2pchat.room.peer import Due, PeerState, Step
 from p2pchat.room.sessions import Sessions
@@ -120,6 +120,39 @@ async def register(
             return first, frames
 
 
+async def connect_and_register(
+    host: str,
+    port: int,
+    timeout: float,
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+    decoder: FrameDecoder,
+    identity: Identity,
+    name: str,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Welcome, list[object]]:
+    """Open the TCP connection (or use ``streams``, one already open to it),
+    say hello and register (see :func:`register`); the connection is closed
+    if that fails. Returns the streams, the welcome and the frames behind it."""
+    if streams is None:
+        streams = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    reader, writer = streams
+    # bulk data waits above this (async_writable); chat is written at once
+    writer.transport.set_write_buffer_limits(high=BULK_WRITE_HIGH)
+    try:
+        writer.write(encode(Hello(SUPPORTED_VERSIONS, name, identity.public_der)))
+        welcome, early = await asyncio.wait_for(
+            register(reader, writer, decoder, identity), timeout
+        )
+    except BaseException:
+        writer.close()
+        raise
+    if welcome.version not in SUPPORTED_VERSIONS:
+        writer.close()
+        raise IncompatibleVersionError(
+            f"the host chose protocol version {welcome.version}, which we do not speak"
+        )
+    return reader, writer, welcome, early
+
+
 class Participant:
     """One participant's connection to a relay and its end-to-end sessions."""
 
@@ -175,26 +208,10 @@ class Participant:
         """Open the TCP connection (or use ``streams``, one already open to it),
         register, and start the reader task.
         Raises ConnectionError/OSError/TimeoutError or a P2PChatError."""
-        if streams is None:
-            streams = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        reader, writer = streams
-        self._reader, self._writer = reader, writer
         self._decoder = FrameDecoder(MAX_FRAME, parse_body)  # nothing left from an earlier try
-        # bulk data waits above this (async_writable); chat is written at once
-        writer.transport.set_write_buffer_limits(high=BULK_WRITE_HIGH)
-        try:
-            writer.write(encode(Hello(SUPPORTED_VERSIONS, self.name, self.identity.public_der)))
-            welcome, self._early = await asyncio.wait_for(
-                register(reader, writer, self._decoder, self.identity), timeout
-            )
-        except BaseException:
-            writer.close()
-            raise
-        if welcome.version not in SUPPORTED_VERSIONS:
-            writer.close()
-            raise IncompatibleVersionError(
-                f"the host chose protocol version {welcome.version}, which we do not speak"
-            )
+        self._reader, self._writer, welcome, self._early = await connect_and_register(
+            host, port, timeout, streams, self._decoder, self.identity, self.name
+        )
         self.my_id, self.host_id = welcome.peer_id, welcome.host
         for entry in welcome.peers:
             self.sessions.add(entry)
@@ -279,29 +296,10 @@ class Participant:
         until each recipient has acknowledged it."""
         check_text(text, LocalProtocolError)  # the receiver would refuse us, not just it
         msg = Chat(os.urandom(16), text, direct=to is not None)
-        peers = self.sessions.peers.values()
-        mine = self.identity.fingerprint
-        failed: dict[bytes, str] = {}
-        if self.connected:
-            # everyone here now, whatever our session with them: one we refused
-            # (or that refused us) is a recipient that does not get it
-            # (but one that never proved its key was never a participant)
-            recipients = {
-                p.info.fingerprint
-                for p in peers
-                if p.state is not PeerState.GONE and (p.was_ready or not p.ended)
-            }
-            for p in peers:
-                r = p.refusal
-                if p.state is PeerState.REFUSED and r is not None and r.kind.trust:
-                    failed[p.info.fingerprint] = refusal_words(p)
-            failed.pop(mine, None)  # a twin of ours is nobody to deliver to
-        else:
-            recipients = set(self.outbox.last_known)
-        recipients.discard(mine)
-        if to is not None:
-            recipients &= {to}
-            failed = {fp: why for fp, why in failed.items() if fp == to}
+        peers = list(self.sessions.peers.values())
+        recipients, failed = owed_to(
+            peers, self.outbox, self.identity.fingerprint, connected=self.connected, to=to
+        )
         self.outbox.add(msg.msg_id, text, recipients, direct=msg.direct, failed=failed)
         for peer in peers:
             if not peer.was_ready and not peer.ended and peer.info.fingerprint in recipients:
