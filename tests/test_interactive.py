@@ -300,3 +300,25 @@ def test_the_host_ending_the_chat_ends_the_screen(procs: ProcPool) -> None:
     assert re.search(r"p2pchat: [^\n]*host[^\n]*\r?\n(\x1b[^\n]*)?p2pchat: leaving", tty.output), (
         tty.output[-300:]
     )
+
+
+def test_a_refused_key_before_the_screen_still_shows_its_warning(procs: ProcPool) -> None:
+    """The chat screen never starts when the host's key is refused: the warning
+    held for it (what changed, what to do) is shown in lines, then the error."""
+    bob, port = start_host(procs, procs.home("bob"))
+    alice_home = procs.home("alice")
+    meet = start_join(procs, alice_home, "--connect", f"127.0.0.1:{port}")
+    wait_session(meet, "bob")
+    meet.close_stdin()
+    assert meet.wait() == 0, meet.describe()
+    bob.terminate()
+    assert bob.wait() == 0
+    _, port = start_host(procs, procs.home("another-bob"))  # another key, the same name
+    tty = join_screen(procs, port)
+    try:
+        assert tty.exit_code() == 3
+    finally:
+        tty.close()
+    out = tty.output
+    assert "THE KEY OF THIS PEER HAS CHANGED" in out, out[-600:]
+    assert out.index("HAS CHANGED") < out.rindex("p2pchat: error: not connecting to bob"), out

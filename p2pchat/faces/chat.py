@@ -307,8 +307,11 @@ async def run_join(args: argparse.Namespace) -> int:
     room = join_room(args, out, **file_options(args))
     out.hint = room.key_hint
     remove = room.bus.add_sink(out)
+    screen = False
 
     def replaced() -> None:  # the chat screen takes over: the line output goes quiet
+        nonlocal screen
+        screen = True
         remove()
         out.close()
 
@@ -323,6 +326,10 @@ async def run_join(args: argparse.Namespace) -> int:
                 # (the host closed the chat: 1, a refused key: 3) is its own code
                 return room.ended.exit_code if room.ended is not None else ExitCode.OK
             return await _join_lines(room, out, stop, args.timeout)
+    except BaseException:
+        if not screen:  # e.g. a refused key: its warning, then the error line
+            out.release()
+        raise
     finally:
         out.close()  # no spinner left above the error line
 

@@ -73,6 +73,9 @@ __all__ = [
 
 #: The hint added when line mode refuses a file.
 ACCEPT_HINT = "start with --accept-files DIR to receive files"
+#: events held for a chat screen that may not come (``LineOutput.release``):
+#: the few before the screen; beyond this, what a hostile room floods with
+HELD_MAX = 200
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
@@ -417,8 +420,10 @@ class LineOutput:
         self.json_mode = json_mode
         #: show only the "looking for hosts" line: the chat screen, which
         #: replays every event from the start, shows the rest (printed here as
-        #: well, they were left on the terminal under the screen after /quit)
+        #: well, they were left on the terminal under the screen after /quit).
+        #: The rest is held meanwhile, for ``release`` when no screen comes.
         self.looking_only = looking_only
+        self._held: list[Event] = []
         self.hint = hint  #: Room.key_hint, for the advice on a refused key
         self._out = out
         self._err = err
@@ -444,6 +449,15 @@ class LineOutput:
         """Erase the "looking for hosts" line, if it is showing: before a
         prompt, the chat screen or the command's error line takes the terminal."""
         self._spinner.stop()
+        self._held.clear()
+
+    def release(self) -> None:
+        """The chat screen will not come (the join failed before it): show what
+        was held for it, such as the warning about a refused key, in lines."""
+        self.looking_only = False
+        held, self._held = self._held, []
+        for event in held:
+            self(event)
 
     def json(self, kind: str, **fields: Any) -> None:
         obj = {"type": kind, "time": round(time.time(), 3), **fields}
@@ -465,6 +479,8 @@ class LineOutput:
             return
         self._spinner.stop()  # whatever follows ends the looking
         if self.looking_only:
+            if len(self._held) < HELD_MAX:
+                self._held.append(event)
             return
         if isinstance(event, MessageSent):
             if self.json_mode:
