@@ -48,6 +48,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     MISMATCH = 3  #: a key mismatch, or a peer refused by the trust settings
     UNDELIVERED = 4  #: messages (or a file) not delivered within --timeout
+    #: Ctrl-C where no chat was running to leave (128 + SIGINT, as shells do)
+    INTERRUPTED = 130
 
 
 class P2PChatError(Exception):

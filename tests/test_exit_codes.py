@@ -366,6 +366,44 @@ def test_3_refused_by_require_known(procs: ProcPool) -> None:
     last_line(alice.stderr, "--require-known")
 
 
+# ---------------------------------------------------------------- 130 interrupted
+
+
+@pytest.mark.parametrize("command", ["join", "send"])
+def test_130_interrupted_before_there_is_a_chat(
+    procs: ProcPool, tmp_path: Path, command: str
+) -> None:
+    """Ctrl-C while connecting (a host that accepts and then says nothing) ends
+    the command at once, not at --timeout, and says so: nothing to leave yet."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(TIMEOUT)
+    port: int = server.getsockname()[1]
+    target = ["--connect", f"127.0.0.1:{port}", "--timeout", "60"]
+    if command == "send":
+        (tmp_path / "f.txt").write_text("x")
+        alice = procs.start(
+            "send",
+            tmp_path / "f.txt",
+            "--to",
+            "bob",
+            "--home",
+            procs.home("alice"),
+            *LOOPBACK,
+            *target,
+        )
+    else:
+        alice = start_join(procs, procs.home("alice"), *target)
+    try:
+        conn, _ = server.accept()  # it is connecting now
+        with conn:
+            conn.recv(65536)  # its hello, never answered
+            alice.popen.send_signal(signal.SIGINT)
+            assert alice.wait(TIMEOUT) == 130, alice.describe()
+    finally:
+        server.close()
+    last_line(alice.stderr, "^p2pchat: interrupted$")
+
+
 # ---------------------------------------------------------------- 4 not delivered in time
 
 
@@ -381,6 +419,24 @@ def test_4_not_delivered_within_timeout(procs: ProcPool) -> None:
         alice.close_stdin()
         assert alice.wait(TIMEOUT) == 4, alice.describe()
         last_line(alice.stderr, r"1 message\(s\) not delivered within 2 s")
+    finally:
+        bob.popen.send_signal(signal.SIGKILL)
+        bob.popen.wait(TIMEOUT)
+
+
+def test_4_stopped_with_messages_not_delivered(procs: ProcPool) -> None:
+    """Ctrl-C in line mode while something sent is not acknowledged: 4 and
+    the line that says so (it was 0, in silence)."""
+    bob, port = start_host(procs, procs.home("bob"))
+    alice = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}", "--json")
+    alice.wait_for_event("session", peer="bob")
+    bob.popen.send_signal(signal.SIGSTOP)  # the host hangs: nothing is acknowledged
+    try:
+        alice.send_line("written while the host hung")
+        alice.wait_for_event("sent", text="written while the host hung")
+        alice.popen.send_signal(signal.SIGINT)
+        assert alice.wait(TIMEOUT) == 4, alice.describe()
+        last_line(alice.stderr, r"1 message\(s\) not delivered when stopped: bob is missing 1")
     finally:
         bob.popen.send_signal(signal.SIGKILL)
         bob.popen.wait(TIMEOUT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -394,3 +395,17 @@ def test_our_own_name_may_not_mix_scripts_unless_asked(tmp_path: Path) -> None:
             f"see flagged as {FLAGGED}: use letters of one script, or --allow-mixed-scripts"
         )
         assert not home.exists()  # refused before anything was created
+
+
+def test_ctrl_c_at_the_verify_prompt_is_a_no(tmp_path: Path, procs: ProcPool) -> None:
+    """Ctrl-C while ``trust verify`` asks marks nothing and exits 1 (it exited 0)."""
+    home = tmp_path / "home"
+    fingerprint_of(home)  # creates the identity
+    fp_bob = bytes(range(32))
+    TrustStore.open(home).pin("bob", fp_bob)
+    asking = procs.start("trust", "verify", "bob", "--home", home)
+    asking.wait_for_line("stdout", r"sees theirs with 'p2pchat trust verify'")
+    asking.popen.send_signal(signal.SIGINT)  # at the prompt (printed without a newline)
+    assert asking.wait() == 1, asking.describe()
+    assert "not marked verified" in asking.stderr[-1], asking.describe()
+    assert not TrustStore.open(home).get(fp_bob).verified  # type: ignore[union-attr]

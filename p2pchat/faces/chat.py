@@ -46,10 +46,14 @@ __all__ = ["install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
 
 def install_stop(room: Room) -> asyncio.Event:
     """An event that SIGINT and SIGTERM set (POSIX; elsewhere Ctrl-C raises as
-    usual), waking whoever waits on the room."""
+    usual), waking whoever waits on the room. Before the room has started
+    (looking for the host, connecting, a picker) there is nothing to leave:
+    the command is interrupted at once (``KeyboardInterrupt``, exit 130)."""
     stop = asyncio.Event()
 
     def on_signal() -> None:
+        if not room.started:
+            raise KeyboardInterrupt  # out of the loop; the room is cleaned up on the way
         stop.set()
         room.bus.notify()
 
@@ -345,9 +349,7 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
             await asyncio.wait({getter, over}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
-                if room.ended is not None:
-                    return room.ended.exit_code
-                return _refused_code(out, refused)
+                return _end_code(room, out, refused, "when stopped")
             line = getter.result()
             if line is None:
                 break
@@ -355,13 +357,21 @@ async def _join_lines(room: Room, out: LineOutput, stop: asyncio.Event, timeout:
     finally:
         over.cancel()
     # stdin ended: wait until everything sent has been acknowledged (reconnecting if need be)
-    delivered = await room.wait_for(
+    await room.wait_for(
         lambda: room.all_delivered or room.ended is not None or stop.is_set(), timeout
     )
+    when = "when stopped" if stop.is_set() else f"within {timeout:g} s"
+    return _end_code(room, out, refused, when)
+
+
+def _end_code(room: Room, out: LineOutput, refused: _Refused, when: str) -> int:
+    """The line-mode join's exit code: the room's end (1 or 3), else 4 with a
+    line when something sent is not delivered (stopped or out of time: it is
+    kept for the next join), else 2 if a line was refused, else 0."""
     if room.ended is not None:
         return room.ended.exit_code
-    if not delivered:
-        out.error(undelivered_text(room, timeout))
+    if not room.all_delivered:
+        out.error(undelivered_text(room, when))
         return ExitCode.UNDELIVERED
     return _refused_code(out, refused)
 
@@ -374,10 +384,11 @@ def _refused_code(out: LineOutput, refused: _Refused) -> int:
     return ExitCode.USAGE
 
 
-def undelivered_text(room: Room, timeout: float) -> str:
-    """One line: how many messages are not delivered, to whom, how many each, and why."""
+def undelivered_text(room: Room, when: str) -> str:
+    """One line: how many messages are not delivered (``when``: e.g. "within
+    10 s"), to whom, how many each, and why."""
     total = len(room.undelivered())
     each = "; ".join(
         f"{display_name(m.name)} is missing {m.count} ({m.why})" for m in room.missing() if m.count
     )
-    return f"{total} message(s) not delivered within {timeout:g} s: {each}"
+    return f"{total} message(s) not delivered {when}: {each}"

@@ -465,12 +465,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging(args)
-    from p2pchat.errors import describe_error
+    from p2pchat.errors import ExitCode, describe_error
 
     try:
         return int(_run_command(args))
     except KeyboardInterrupt:
-        return 0
+        # a chat handles Ctrl-C itself (leaving is 0); anywhere else nothing
+        # was done or found, and 0 would say it was
+        print("p2pchat: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # ours and OSError become one line; anything else re-raises
         line, code = describe_error(exc)
         print(f"p2pchat: {line}", file=sys.stderr)

@@ -133,10 +133,18 @@ def _verify(args: argparse.Namespace, store: TrustStore, home: Path) -> int:
             "  short authentication string: no session since this version recorded it: "
             "compare the fingerprints"
         )
-    print(f"  ({name} sees theirs with 'p2pchat trust verify' and your name, or /verify in a chat)")
-    if not args.yes:
-        print(f"Do these match what {name} sees? [y/N] ", end="", flush=True)
-        answer = sys.stdin.readline()
+    where = (
+        f"  ({name} sees theirs with 'p2pchat trust verify' and your name, or /verify in a chat)"
+    )
+    if args.yes:
+        print(where)
+    else:
+        try:  # from the line before the prompt: a Ctrl-C after it is seen is a no
+            print(where)
+            print(f"Do these match what {name} sees? [y/N] ", end="", flush=True)
+            answer = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: a no, and said so
+            answer = ""
         if not answer.endswith("\n") or not sys.stdin.isatty():
             print()  # end the prompt's line: no echoed Enter did
         if answer.strip().lower() not in ("y", "yes"):

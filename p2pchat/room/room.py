@@ -167,6 +167,8 @@ class Room:
             self.bus, setup.file_policy, setup.file_dir, setup.limit_rate, setup.file_quota, book
         )
         self._seat: HostSeat | Link | None = None
+        #: start() has completed: hosting, or in a secure session with the host
+        self.started = False
         self._stop = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
         self.hosting: Hosting | None = None  #: where we serve, once a host has started
@@ -269,6 +271,7 @@ class Room:
             )
             self._seat = seat
             self.hosting = await seat.async_start()
+            self.started = True
             return
         deadline = time.monotonic() + s.timeout
         book = HostBook.open(self.home)
@@ -305,6 +308,7 @@ class Room:
         self._seat = link
         await link.async_connect(target, s.timeout, deadline)
         self._keeper = asyncio.ensure_future(link.async_keep_up(self._stop))
+        self.started = True
 
     async def __aenter__(self) -> Self:
         try:
