@@ -176,25 +176,55 @@ def test_file_progress_is_one_entry_updated_in_place() -> None:
 
 
 @pytest.mark.parametrize(
-    ("why", "said", "warning"),
+    ("why", "remembered", "said", "warning"),
     [
-        (PauseReason.PEER_LEFT, "paused at 40%, bob is gone; it resumes when they are back", True),
         (
-            PauseReason.DISCONNECTED,
-            "paused at 40%, the connection dropped; it resumes when it is back",
+            PauseReason.PEER_LEFT,
+            False,
+            "sending f.bin to bob: paused at 40%, bob is gone; it resumes when they are back",
             True,
         ),
-        (PauseReason.WE_LEFT, "paused at 40%; it resumes the next time you chat with bob", False),
+        (
+            PauseReason.DISCONNECTED,
+            False,
+            "sending f.bin to bob: paused at 40%, the connection dropped; "
+            "it resumes when it is back",
+            True,
+        ),
+        (
+            PauseReason.WE_LEFT,
+            True,
+            "sending f.bin to bob: paused at 40%; it resumes the next time you chat with bob",
+            False,
+        ),
+        # not remembered (p2pchat send, or a home that cannot keep it): no promise
+        (
+            PauseReason.WE_LEFT,
+            False,
+            "sending f.bin to bob: paused at 40%; send it again to resume (bob keeps what it has)",
+            False,
+        ),
     ],
 )
 def test_a_pause_says_who_left_and_never_blames_the_peer_for_our_quit(
-    why: PauseReason, said: str, warning: bool
+    why: PauseReason, remembered: bool, said: str, warning: bool
 ) -> None:
     log = new_log()
-    log.feed(FileProgress(BOB, TID, "f.bin", False, 400, 1000, 0, 100.0, 5.0, True, why))
+    event = FileProgress(BOB, TID, "f.bin", False, 400, 1000, 0, 100.0, 5.0, True, why, remembered)
+    log.feed(event)
     rows = log.rows(200)
-    assert text(rows) == [f"12:00 sending f.bin to bob: {said}"]
+    assert text(rows) == [f"12:00 {said}"]
     assert ("class:warning" in styles_of(rows, "paused")) is warning
+
+
+def test_a_file_we_receive_paused_by_our_leaving_waits_for_its_sender() -> None:
+    log = new_log()
+    log.feed(
+        FileProgress(BOB, TID, "f.bin", True, 400, 1000, 0, 100.0, 5.0, True, PauseReason.WE_LEFT)
+    )
+    assert text(log.rows(200)) == [
+        "12:00 receiving f.bin from bob: paused at 40%, kept; it resumes when bob offers it again"
+    ]
 
 
 def test_a_remembered_transfer_not_resumed_says_so() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,31 @@ def test_sender_killed_halfway_then_run_again_resumes(tmp_path: Path, procs: Pro
     progress = [ln for ln in second.stderr if "sending big.bin to carol: " in ln]
     assert 1 <= len(progress) <= 2 * 6 + 3, second.describe()
     bob.terminate()
+
+
+def test_send_interrupted_says_how_it_resumes_and_exits_130(
+    tmp_path: Path, procs: ProcPool
+) -> None:
+    """``send`` remembers nothing: Ctrl-C halfway promises no resume by itself
+    (the chat's wording, "the next time you chat", would be untrue here)."""
+    src = tmp_path / "big.bin"
+    make_file(src, SIZE)
+    _, port = start_host(procs, procs.home("bob"))
+    carol = receiver(procs, port, tmp_path / "inbox")
+    wait_session(carol, "bob")
+    first = procs.start(*send_args(procs, src, port, "--limit-rate", SLOW), name="send")
+    progress_at_least(carol, 0.2)
+    first.popen.send_signal(signal.SIGINT)
+    assert first.wait(20) == 130, first.describe()
+    paused = [ln for ln in first.stderr if "paused at" in ln]
+    assert len(paused) == 1, first.describe()
+    assert re.fullmatch(
+        r"p2pchat: sending big\.bin to carol: paused at \d+%; send it again to resume "
+        r"\(carol keeps what it has\)",
+        paused[0],
+    ), paused
+    assert "p2pchat: interrupted; run the same command again to resume" in first.stderr
+    assert not any("next time" in ln or "Traceback" in ln for ln in first.stderr), first.stderr
 
 
 def _key(carol: Proc) -> str:

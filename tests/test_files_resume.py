@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import Proc, ProcPool, start_host, wait_session
+from procs import Proc, ProcPool, run_p2pchat, start_host, wait_session
 from test_files_cli import make_file, progress_at_least, receiver, sha256_file
 
+from p2pchat.store.identity import TrustStore
 from p2pchat.store.outgoing import FILE_NAME
 
 pytestmark = pytest.mark.timeout(90)
@@ -134,6 +135,39 @@ def test_a_file_changed_or_gone_meanwhile_is_not_resumed_and_it_says_so(
     second = alice(procs, port, None, "alice-2")
     second.wait_for_line("stdout", rf"^not resuming big\.bin to carol: {why}$", 30)
     assert remembered(procs) == []  # dropped, not tried again
+    second.close_stdin()
+    assert second.wait(20) == 0, second.describe()
+    assert not any(ln.startswith(("offering", "sent")) for ln in second.stdout), second.stdout
+    assert len(carol.json_events("file-offer")) == 1  # nothing offered again
+
+
+@pytest.mark.parametrize("how", ["trust-forget", "pin-gone"])
+def test_a_key_forgotten_since_gets_nothing_by_itself(
+    tmp_path: Path, procs: ProcPool, how: str
+) -> None:
+    """alice forgot carol's key (she may have found it was not carol's): the
+    remembered file is not offered to that key again, whatever name it uses.
+    ``trust forget`` drops it at once; a pin gone any other way (a forget
+    while a chat ran) is caught at the session, where the key is new again."""
+    _, _, carol, first, port = interrupted(tmp_path, procs)
+    first.popen.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    home = procs.home("alice")
+    if how == "trust-forget":
+        result = run_p2pchat("trust", "forget", "carol", "--home", home)
+        assert result.returncode == 0, result
+        assert "and 1 unfinished file(s) sent to that key" in result.stdout, result
+        assert remembered(procs) == []
+    else:
+        assert TrustStore.open(home).forget("carol")
+
+    second = alice(procs, port, None, "alice-2")
+    second.wait_for_line("stdout", "^session with carol$", 30)
+    if how == "pin-gone":
+        second.wait_for_line(
+            "stdout", r"^not resuming big\.bin to carol: its key was forgotten since", 30
+        )
+        assert remembered(procs) == []
     second.close_stdin()
     assert second.wait(20) == 0, second.describe()
     assert not any(ln.startswith(("offering", "sent")) for ln in second.stdout), second.stdout

@@ -69,3 +69,48 @@ def test_bad_entries_are_skipped_and_the_good_ones_kept(tmp_path: Path) -> None:
     doc["outgoing"].append({**doc["outgoing"][0], "sha256": "00"})  # a short hash
     (tmp_path / FILE_NAME).write_text(json.dumps(doc))
     assert OutgoingBook(tmp_path / FILE_NAME, now=NOW).entries() == [entry(1)]
+
+
+def test_an_offer_again_keeps_its_first_time_so_it_still_expires(tmp_path: Path) -> None:
+    book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
+    book.add(entry(1, NOW - EXPIRY + 60))
+    book.add(entry(1, NOW))  # offered again by the next chat
+    assert book.entries() == [entry(1, NOW - EXPIRY + 60)]
+    assert OutgoingBook(tmp_path / FILE_NAME, now=NOW + 120).entries() == []
+
+
+def test_forgetting_a_key_drops_its_transfers_only(tmp_path: Path) -> None:
+    book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
+    for i in (1, 2):
+        book.add(entry(i))
+    assert book.forget(entry(1).fingerprint) == 1
+    assert book.forget(entry(1).fingerprint) == 0
+    assert OutgoingBook(tmp_path / FILE_NAME, now=NOW).entries() == [entry(2)]
+
+
+def test_it_holds_only_what_is_on_disk(tmp_path: Path) -> None:
+    book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
+    book.add(entry(1))
+    assert book.holds(entry(1).fingerprint, entry(1).transfer_id)
+    assert not book.holds(entry(2).fingerprint, entry(2).transfer_id)
+    # the file cannot be written (a directory in its place): nothing is promised
+    (tmp_path / FILE_NAME).unlink()
+    (tmp_path / FILE_NAME).mkdir()
+    book.add(entry(2))
+    assert not book.holds(entry(1).fingerprint, entry(1).transfer_id)
+    assert not book.holds(entry(2).fingerprint, entry(2).transfer_id)
+
+
+def test_what_is_written_can_be_read_back_whole(tmp_path: Path) -> None:
+    """Texts are not cut on reading (a cut path is another file): what would
+    not fit is not written; the file stays under the reader's limit."""
+    book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
+    book.add(entry(1, path=str(Path.cwd() / ("x" * 5000))))  # too long to read back
+    assert book.entries() == []
+    long = str(Path.cwd() / ("ü" * 4000))
+    for i in range(MAX_ENTRIES):  # 64 long non-ASCII paths: over 256 KiB as JSON
+        book.add(entry(i, NOW - 1000 + i, path=long))
+    assert (tmp_path / FILE_NAME).stat().st_size <= 256 * 1024
+    again = OutgoingBook(tmp_path / FILE_NAME, now=NOW).entries()
+    assert again == book.entries() and 0 < len(again) < MAX_ENTRIES
+    assert again[-1] == entry(MAX_ENTRIES - 1, NOW - 1000 + MAX_ENTRIES - 1, path=long)

@@ -294,14 +294,26 @@ def _peer_json(peer: PeerInfo) -> dict[str, Any]:
     }
 
 
-def _percent(done: int, size: int) -> str:
+def percent(done: int, size: int) -> str:
     return f"{100 * done // size if size else 100}%"
 
 
-def _paused(where: str, pct: str, peer: str, why: PauseReason | None) -> str:
-    """A paused transfer, saying who left (never the peer when it was us)."""
+def resumes_next_chat(peer: str) -> str:
+    """What a remembered transfer of ours promises when we leave."""
+    return f"it resumes the next time you chat with {peer}"
+
+
+def paused_text(where: str, pct: str, peer: str, event: FileProgress) -> str:
+    """A paused transfer, saying who left (never the peer when it was us) and
+    what resumes it: only a transfer of ours that is remembered resumes by
+    itself; one we receive resumes when the sender offers it again."""
+    why = event.why
     if why is PauseReason.WE_LEFT:
-        return f"{where}: paused at {pct}; it resumes the next time you chat with {peer}"
+        if event.incoming:
+            return f"{where}: paused at {pct}, kept; it resumes when {peer} offers it again"
+        if event.remembered:
+            return f"{where}: paused at {pct}; {resumes_next_chat(peer)}"
+        return f"{where}: paused at {pct}; send it again to resume ({peer} keeps what it has)"
     if why is PauseReason.DISCONNECTED:
         return f"{where}: paused at {pct}, the connection dropped; it resumes when it is back"
     return f"{where}: paused at {pct}, {peer} is gone; it resumes when they are back"
@@ -325,9 +337,9 @@ def describe_file_event(event: FileEvent) -> str:
         return f"{peer} offers {name} ({size})"
     if isinstance(event, FileProgress):
         where = f"{verb} {name} {prep} {peer}"
-        pct = _percent(event.done, event.size)
+        pct = percent(event.done, event.size)
         if event.paused:
-            return _paused(where, pct, peer, event.why)
+            return paused_text(where, pct, peer, event)
         if event.done == event.start:
             if event.start == 0:
                 return f"{where}: started ({format_size(event.size)})"
@@ -341,7 +353,7 @@ def describe_file_event(event: FileEvent) -> str:
         how = (
             f"{format_size(event.size)} in {format_duration(event.seconds)}, "
             f"{format_size(event.rate)}/s"
-            + (f", resumed at {_percent(event.start, event.size)}" if event.start else "")
+            + (f", resumed at {percent(event.start, event.size)}" if event.start else "")
         )
         if incoming:
             return f"received {name} from {peer}, SHA-256 verified: {sanitize(event.path)} ({how})"
@@ -384,6 +396,7 @@ def file_json(event: FileEvent) -> tuple[str, dict[str, Any]]:
                 "eta": None if event.eta is None else round(event.eta, 1),
                 "paused": event.paused,
                 "why": None if event.why is None else str(event.why),
+                "remembered": event.remembered,
             }
         )
         kind = "file-progress"

@@ -96,7 +96,10 @@ async def run_send(args: argparse.Namespace) -> int:
                 raise ConfigError(str(exc)) from exc
             peer = await _wait_for_peer(room, to, stop, deadline, args.timeout)
             if peer is None:
-                return room.ended.exit_code if room.ended is not None else ExitCode.FAILURE
+                if room.ended is not None:
+                    return room.ended.exit_code
+                out.status("interrupted")  # (stopped before anything was offered)
+                return ExitCode.INTERRUPTED
             ids = await room.send_file(prepared, to=peer.fingerprint)
             watch.ours = ids[0]
             return await _wait_until_done(room, peer, watch, stop, args.timeout)
@@ -141,7 +144,7 @@ async def _wait_until_done(
             return room.ended.exit_code
         if stop.is_set():
             out.status("interrupted; run the same command again to resume")
-            return ExitCode.FAILURE
+            return ExitCode.INTERRUPTED
         tick = room.files.activity
         moved = await room.wait_for(
             lambda tick=tick: (  # type: ignore[misc]

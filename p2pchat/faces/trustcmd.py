@@ -17,6 +17,7 @@ from p2pchat.room import (
     Pin,
     TrustStore,
     display_name,
+    forget_peer,
     format_fingerprint,
     is_mixed_script,
     load_identity,
@@ -63,8 +64,9 @@ def _trust(args: argparse.Namespace, store: TrustStore, home: Path) -> int:
             )
         return 0
     if args.trust_command == "forget":
-        for pin in store.forget(args.peer):
-            print(f"forgot {display_name(pin.name)} {format_fingerprint(pin.fingerprint)}")
+        for pin, files in forget_peer(store, home, args.peer):
+            also = f" and {files} unfinished file(s) sent to that key" if files else ""
+            print(f"forgot {display_name(pin.name)} {format_fingerprint(pin.fingerprint)}{also}")
         return 0
     return _verify(args, store, home)
 

@@ -49,6 +49,7 @@ from prompt_toolkit.styles import Style
 
 from p2pchat.faces.chatlog import NICK_COLOURS, ChatLog, Row, status_bar
 from p2pchat.faces.commands import COMMANDS, HELP, async_run_command
+from p2pchat.faces.lines import percent, resumes_next_chat
 from p2pchat.room import Room, display_name, sanitize
 
 __all__ = ["HELP", "SCREEN_HELP", "LogView", "run_interactive"]
@@ -420,17 +421,15 @@ async def run_interactive(room: Room, stop: asyncio.Event, *, replaced: Any = No
 
 
 def remembered_lines(room: Room) -> list[str]:
-    """One line per file we are sending that leaving now interrupts, when the
-    next chat offers it again by itself (so nobody retypes /send)."""
-    if not room.files.remembers:
-        return []
+    """One line per file we are sending that leaving now interrupts and that
+    the next chat offers again by itself (so nobody retypes /send): only
+    those that are remembered on disk."""
     lines = []
     for t in room.files.transfers():
-        if not t.incoming:
+        if not t.incoming and room.files.remembered(t):
             peer = display_name(t.peer.name)
-            pct = 100 * t.done // t.size if t.size else 0
             lines.append(
-                f"{sanitize(t.name)} to {peer}: paused at {pct}%; "
-                f"it resumes the next time you chat with {peer}"
+                f"{sanitize(t.name)} to {peer}: paused at {percent(t.done, t.size)}; "
+                f"{resumes_next_chat(peer)}"
             )
     return lines

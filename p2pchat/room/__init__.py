@@ -54,12 +54,13 @@ if TYPE_CHECKING:
     from p2pchat.room.host import Hosting
     from p2pchat.room.hostpick import HostQuery, fingerprint_prefix, host_listing, instance_of
     from p2pchat.room.link import refusal_advice, refused_text
-    from p2pchat.room.room import FilePolicy, KeyHint, Member, Room, Verification
+    from p2pchat.room.room import FilePolicy, KeyHint, Member, Room, Verification, forget_peer
     from p2pchat.room.transfers import Prepared, Transfer
     from p2pchat.store.identity import Pin, TrustStore, load_identity, resolve_home
 
 __all__ = [
     "MAX_CANDIDATES",
+    "forget_peer",
     "MIXED_MARK",
     "DEFAULT_PORT",
     "read_firewall",
@@ -199,6 +200,7 @@ _WHERE = {
     "name_scripts": "p2pchat.proto.names",
     "parse_fingerprint": "p2pchat.proto.keys",
     "resolve_home": "p2pchat.store.identity",
+    "forget_peer": "p2pchat.room.room",
     "resolve_interfaces": "p2pchat.net.discovery",
     "sanitize": "p2pchat.proto.text",
 }

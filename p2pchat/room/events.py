@@ -197,6 +197,8 @@ class FileProgress:
     eta: float | None  #: seconds left, None while unknown
     paused: bool = False  #: the session with the peer ended; it resumes on the next
     why: PauseReason | None = None  #: when paused: who left
+    #: when paused, ours: remembered under --home, the next chat offers it again by itself
+    remembered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +228,7 @@ class FileFailed:
     reason: str
     by_peer: bool  #: the peer refused or cancelled it (else it failed here)
     #: a transfer remembered from an earlier run that is not offered again
-    #: (the file changed or is gone)
+    #: (the file changed or is gone, or the key it was for was forgotten)
     not_resumed: bool = False
 
 

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from p2pchat.net.discovery import HostInfo
     from p2pchat.room.host import Hosting, HostSeat
 
-__all__ = ["FilePolicy", "KeyHint", "Member", "Room", "Verification"]
+__all__ = ["FilePolicy", "KeyHint", "Member", "Room", "Verification", "forget_peer"]
 
 #: What to do with files offered to us: accept into ``file_dir``, ask (the
 #: face calls :meth:`Room.accept` or :meth:`Room.reject`), or refuse.
@@ -91,6 +91,15 @@ class KeyHint:
     pinned_selector: str | None = None
     #: discovery ran, so a pinned key it did not see was not advertised
     looked: bool = False
+
+
+def forget_peer(store: TrustStore, home: Path, text: str) -> list[tuple[Pin, int]]:
+    """``p2pchat trust forget TEXT``: drop the pins ``text`` names, and with
+    each, the unfinished transfers remembered for its key (nothing is offered
+    by itself to a key no longer trusted). Returns each pin forgotten and how
+    many transfers went with it."""
+    book = OutgoingBook.open(home)
+    return [(pin, book.forget(pin.fingerprint)) for pin in store.forget(text)]
 
 
 def _file_service(

@@ -75,6 +75,7 @@ def emit_progress(
     force: bool,
     paused: bool,
     why: PauseReason | None = None,
+    remembered: bool = False,
 ) -> None:
     """Feed the rate meter; emit a FileProgress when it is due (one place for both ways)."""
     if meter is None:
@@ -94,6 +95,7 @@ def emit_progress(
                 meter.eta(m.size),
                 paused,
                 why if paused else None,
+                remembered,
             )
         )
 
@@ -343,8 +345,20 @@ class Sending:
         why: PauseReason | None = None,
     ) -> None:
         m = out.machine
+        book = self.book
+        kept = paused and book is not None and book.holds(out.peer.fingerprint, m.transfer_id)
         emit_progress(
-            self._emit, out.peer, out.meter, m, False, m.acked, now, force or paused, paused, why
+            self._emit,
+            out.peer,
+            out.meter,
+            m,
+            False,
+            m.acked,
+            now,
+            force or paused,
+            paused,
+            why,
+            kept,
         )
 
     # ------------------------------------------------------------ the pump

@@ -51,7 +51,16 @@ from p2pchat.room.sending import Link, Prepared, Sending
 from p2pchat.store.filestore import Source
 from p2pchat.store.outgoing import OutgoingBook, Remembered
 
-__all__ = ["CHANGED", "GONE", "DiskLimits", "FileTransfers", "Policy", "Prepared", "Transfer"]
+__all__ = [
+    "CHANGED",
+    "FORGOTTEN",
+    "GONE",
+    "DiskLimits",
+    "FileTransfers",
+    "Policy",
+    "Prepared",
+    "Transfer",
+]
 
 log = logging.getLogger("p2pchat.room.transfers")
 
@@ -59,6 +68,9 @@ log = logging.getLogger("p2pchat.room.transfers")
 CHANGED = "the file changed since"
 #: Why a remembered transfer is not offered again: the file cannot be read.
 GONE = "the file is gone (or cannot be read)"
+#: Why a remembered transfer is not offered again: the key it was for is no
+#: longer pinned (``trust forget``): this peer is not the one it was sent to.
+FORGOTTEN = "its key was forgotten since ('p2pchat trust forget')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +192,12 @@ class FileTransfers:
         ]
         return out
 
-    @property
-    def remembers(self) -> bool:
-        """Our unfinished outgoing transfers outlive this run (offered again by the next)."""
-        return self._out.book is not None
+    def remembered(self, transfer: Transfer) -> bool:
+        """This unfinished transfer of ours is remembered on disk: the next
+        chat on this home offers it again by itself."""
+        book = self._out.book
+        fp = transfer.peer.fingerprint
+        return book is not None and book.holds(fp, transfer.transfer_id)
 
     def pending(self) -> list[Transfer]:
         """Offers waiting for :meth:`async_accept` or :meth:`reject`."""
@@ -257,7 +271,7 @@ class FileTransfers:
         link = (participant, peer.peer_id)
         self._sessions[link] = peer
         self._out.session_ready(link, peer)
-        self._resume_remembered(peer)
+        self._resume_remembered(peer, known=peer.fingerprint in participant.known_peers)
 
     def session_lost(self, participant: Participant, peer_id: int) -> None:
         link = (participant, peer_id)
@@ -296,9 +310,11 @@ class FileTransfers:
 
     # ------------------------------------------------------------ remembered transfers
 
-    def _resume_remembered(self, peer: PeerInfo) -> None:
+    def _resume_remembered(self, peer: PeerInfo, *, known: bool) -> None:
         """Offer again what an earlier run left unfinished for ``peer`` (once
-        each file is checked: hashing runs in a worker thread)."""
+        each file is checked: hashing runs in a worker thread). Only to a key
+        pinned before this session (``known``): one that is new again was
+        forgotten since, and gets nothing by itself."""
         book = self._out.book
         if book is None or self._leaving or peer.fingerprint in self._resuming:
             return
@@ -307,6 +323,10 @@ class FileTransfers:
             for e in book.entries(peer.fingerprint)
             if (peer.fingerprint, e.transfer_id) not in self._out.outs
         ]
+        if not known:
+            for entry in todo:
+                self._not_resumed(peer, entry, FORGOTTEN)
+            return
         if not todo:
             return
         task = asyncio.get_running_loop().create_task(
