@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from procs import Proc, ProcPool, run_p2pchat, start_host, wait_session
-from test_files_cli import make_file, progress_at_least, receiver, sha256_file
+from test_files_cli import make_file, progress_at_least, receiver, send_args, sha256_file
 
 from p2pchat.store.identity import TrustStore
 from p2pchat.store.outgoing import FILE_NAME
@@ -139,6 +139,29 @@ def test_a_file_changed_or_gone_meanwhile_is_not_resumed_and_it_says_so(
     assert second.wait(20) == 0, second.describe()
     assert not any(ln.startswith(("offering", "sent")) for ln in second.stdout), second.stdout
     assert len(carol.json_events("file-offer")) == 1  # nothing offered again
+
+
+def test_a_file_the_chat_left_and_send_finished_is_not_offered_again(
+    tmp_path: Path, procs: ProcPool
+) -> None:
+    """The chat left big.bin unfinished; ``p2pchat send`` (which remembers
+    nothing) finishes it: it is crossed off, or the next chat would offer an
+    already delivered file again, and carol would take a second copy."""
+    src, digest, carol, first, port = interrupted(tmp_path, procs)
+    first.popen.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    one_shot = procs.start(*send_args(procs, src, port), name="send")
+    assert one_shot.wait(60) == 0, one_shot.describe()
+    assert carol.wait_for_event("file-done", timeout=10)["sha256"] == digest
+    assert remembered(procs) == []
+    second = alice(procs, port, None, "alice-2")
+    second.wait_for_line("stdout", "^session with carol$", 30)
+    second.close_stdin()
+    assert second.wait(20) == 0, second.describe()
+    assert not any(ln.startswith(("offering", "sent", "not resuming")) for ln in second.stdout), (
+        second.stdout
+    )
+    assert len(carol.json_events("file-offer")) == 1  # (the send resumed the same transfer)
 
 
 @pytest.mark.parametrize("how", ["trust-forget", "pin-gone"])

@@ -109,6 +109,8 @@ def _file_service(
     limit_rate: float | None,
     file_quota: int | None,
     book: OutgoingBook | None,
+    *,
+    remember: bool,
 ) -> FileTransfers:
     directory = Path(file_dir).expanduser() if file_dir is not None else None
     if policy == "auto":
@@ -120,7 +122,13 @@ def _file_service(
             raise ConfigError(f"cannot use {directory} for files: {exc.strerror or exc}") from exc
     disk = DiskLimits() if file_quota is None else DiskLimits(quota=file_quota)
     return FileTransfers(
-        bus, policy=policy, directory=directory, limit_rate=limit_rate, disk=disk, book=book
+        bus,
+        policy=policy,
+        directory=directory,
+        limit_rate=limit_rate,
+        disk=disk,
+        book=book,
+        remember=remember,
     )
 
 
@@ -170,10 +178,17 @@ class Room:
         else:
             self.outbox = Outbox()
         # unfinished outgoing transfers, offered again by the next run: only
-        # for a chat (a one-shot ``p2pchat send`` resumes when run again)
-        book = OutgoingBook.open(self.home) if setup.durable else None
+        # remembered by a chat (a one-shot ``p2pchat send`` resumes when run
+        # again), but what a send finishes is crossed off for the chats too
+        book = OutgoingBook.open(self.home)
         self.files = _file_service(
-            self.bus, setup.file_policy, setup.file_dir, setup.limit_rate, setup.file_quota, book
+            self.bus,
+            setup.file_policy,
+            setup.file_dir,
+            setup.limit_rate,
+            setup.file_quota,
+            book,
+            remember=setup.durable,
         )
         self._seat: HostSeat | Link | None = None
         #: start() has completed: hosting, or in a secure session with the host

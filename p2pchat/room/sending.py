@@ -134,12 +134,16 @@ class Sending:
         link_for: Callable[[bytes], Link | None],
         limit_rate: float | None,
         book: OutgoingBook | None = None,
+        *,
+        remember: bool = True,
     ) -> None:
         """``emit`` publishes an event, ``touch`` notes a change, ``link_for``
         finds a session with a peer (by fingerprint); ``limit_rate`` caps what
         we send, in bytes per second (read before every chunk). ``book``, if
         given, remembers every unfinished transfer (offered again by the next
-        run: :mod:`p2pchat.store.outgoing`)."""
+        run: :mod:`p2pchat.store.outgoing`); with ``remember=False`` (a one-shot
+        ``p2pchat send``) nothing new is written there, but what this run
+        finishes is still crossed off, so that no later chat offers it again."""
         self._emit = emit
         self._touch = touch
         self._link_for = link_for
@@ -150,6 +154,7 @@ class Sending:
         self._bucket: TokenBucket | None = None
         self._closed = False
         self.book = book
+        self.remember = remember and book is not None
 
     async def async_offer(
         self, prepared: Prepared, peer: PeerInfo, *, remembered: bool = False
@@ -175,7 +180,7 @@ class Sending:
             return machine.transfer_id
         out = OutgoingFile(machine, source, peer, remembered=remembered)
         self.outs[key] = out
-        if self.book is not None:
+        if self.book is not None and self.remember:
             entry = Remembered(
                 machine.transfer_id,
                 where,

@@ -103,6 +103,7 @@ class FileTransfers:
         limit_rate: float | None = None,
         disk: DiskLimits | None = None,
         book: OutgoingBook | None = None,
+        remember: bool = True,
     ) -> None:
         """``policy`` decides offers; ``directory`` is where accepted files go
         (for "auto", and the default for :meth:`async_accept`). ``limit_rate``
@@ -110,13 +111,16 @@ class FileTransfers:
         files take (defaults: :class:`DiskLimits`). Events go to ``bus``, and every
         change notifies it (``activity`` counts them). ``book`` remembers our
         unfinished outgoing transfers: those an earlier run left are offered
-        again, by themselves, on the next session with their peer."""
+        again, by themselves, on the next session with their peer (with
+        ``remember=False``, a one-shot send, it is only crossed off in)."""
         if policy == "auto" and directory is None:
             raise ValueError("auto-accepting files needs a directory")
         self.bus = bus
         self.activity = 0  #: goes up whenever a transfer moves
         self._sessions: dict[Link, PeerInfo] = {}
-        self._out = Sending(bus.publish, self._touch, self._link_for, limit_rate, book)
+        self._out = Sending(
+            bus.publish, self._touch, self._link_for, limit_rate, book, remember=remember
+        )
         self._leaving = False
         self._resuming: dict[bytes, asyncio.Task[None]] = {}  #: per peer fingerprint
         self._in = Receiving(
@@ -316,7 +320,9 @@ class FileTransfers:
         pinned before this session (``known``): one that is new again was
         forgotten since, and gets nothing by itself."""
         book = self._out.book
-        if book is None or self._leaving or peer.fingerprint in self._resuming:
+        if book is None or not self._out.remember:
+            return
+        if self._leaving or peer.fingerprint in self._resuming:
             return
         todo = [
             e
