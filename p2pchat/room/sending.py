@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,24 +171,16 @@ class Sending:
         if source.size != prepared.size:
             source.close()
             raise TransferError(f"{prepared.path} changed since it was hashed")
-        loop = asyncio.get_running_loop()
-        where = await loop.run_in_executor(None, os.path.abspath, prepared.path)
         old = self.outs.get(key)
-        if old is not None and not old.machine.final:
+        if old is not None and not old.machine.final:  # offered meanwhile (we awaited)
             source.close()
             return machine.transfer_id
         out = OutgoingFile(machine, source, peer, remembered=remembered)
         self.outs[key] = out
         if self.book is not None and self.remember:
+            m, fp, where = machine, peer.fingerprint, source.absolute
             entry = Remembered(
-                machine.transfer_id,
-                where,
-                prepared.name,
-                prepared.size,
-                prepared.sha256,
-                peer.fingerprint,
-                peer.name,
-                time.time(),
+                m.transfer_id, where, m.name, m.size, m.sha256, fp, peer.name, time.time()
             )
             self.book.add(entry)
         link = self._link_for(peer.fingerprint)

@@ -72,6 +72,7 @@ class Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.absolute = os.path.abspath(path)  #: as it is remembered (outgoing.json)
         try:
             # stat first: opening a FIFO for reading would block until a writer comes
             if not stat.S_ISREG(os.stat(path).st_mode):
