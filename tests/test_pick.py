@@ -315,3 +315,28 @@ def test_the_picker_on_a_terminal(private_lo: list[str], procs: ProcPool) -> Non
     finally:
         child.close(force=True)
     assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+
+
+def test_ctrl_c_at_the_picker_ends_the_join_at_once(private_lo: list[str], procs: ProcPool) -> None:
+    """Ctrl-C while the picker asks: exit 130 now, not after someone presses
+    Enter (the answer is read in a thread the exit does not wait for)."""
+    need_root(private_lo)
+    import pexpect
+
+    two_bobs(procs, private_lo)
+    env = base_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="160", LINES="40")
+    argv = [
+        *private_lo[1:], sys.executable, "-m", "p2pchat", "join", "--name", "alice",
+        "--home", str(procs.home("alice")), "--interface", "127.0.0.1",
+    ]  # fmt: skip
+    child = pexpect.spawn(
+        private_lo[0], argv, env=env, dimensions=(40, 160), encoding="utf-8", timeout=20
+    )
+    try:
+        child.expect(re.escape("Join which one (number, name or start of the fingerprint)? "))
+        child.sendintr()  # the terminal's Ctrl-C: SIGINT to the foreground process
+        child.expect("p2pchat: interrupted", timeout=5)
+        child.expect(pexpect.EOF, timeout=5)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus, child.before)

@@ -251,6 +251,33 @@ def pick_host(hosts: list[HostInfo], answer: str) -> HostInfo | str:
     return f"no host matches {answer!r}"
 
 
+async def ask(prompt: str) -> str:
+    """``input(prompt)`` without holding up the event loop, in a daemon thread
+    of its own: a Ctrl-C meanwhile ends the command at once (a worker of the
+    loop's executor would be waited for, until someone pressed Enter)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if not answer.done():
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(result or "")
+
+    def read() -> None:
+        result, error = None, None
+        try:
+            result = input(prompt)
+        except (EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
+            error = EOFError(str(exc)) if not isinstance(exc, EOFError) else exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody asks any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=read, name="p2pchat-ask", daemon=True).start()
+    return await answer
+
+
 async def choose_host(
     hosts: list[HostInfo],
     trust: TrustStore | None = None,
@@ -266,9 +293,7 @@ async def choose_host(
     print(f"Several hosts found:\n{listing}", file=sys.stderr)
     for _ in range(3):
         try:
-            answer = await asyncio.to_thread(
-                input, "Join which one (number, name or start of the fingerprint)? "
-            )
+            answer = await ask("Join which one (number, name or start of the fingerprint)? ")
         except EOFError:
             return None
         if not answer.strip():
