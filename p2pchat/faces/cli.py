@@ -374,7 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tsub = trust.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
     tsub.add_parser("list", parents=[common], help="list pinned peers")
-    forget = tsub.add_parser("forget", parents=[common], help="forget a pinned peer (and the unfinished files remembered for it)")
+    forget = tsub.add_parser(
+        "forget",
+        parents=[common],
+        help="forget a pinned peer (and the unfinished files remembered for it)",
+    )
     forget.add_argument("peer", metavar="NAME|FP")
     verify = tsub.add_parser(
         "verify",
