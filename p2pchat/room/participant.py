@@ -66,6 +66,8 @@ log = logging.getLogger("p2pchat.room.participant")
 BULK_WRITE_HIGH = 64 * 1024
 #: A timer never fires sooner than this after the last (seconds).
 _MIN_TIMER = 0.001
+#: Leaving: how long each step of letting the connection go may take (seconds).
+CLOSE_GRACE = 1.0
 
 
 class FileHandler(Protocol):
@@ -191,6 +193,7 @@ class Participant:
         self._early: list[object] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._shut = False  #: our FIN is sent (leaving): nothing more to write
         self._relay_said = ""  #: the relay's error frame, if it sent one after we registered
         self.my_id: int | None = None
         self.host_id: int | None = None
@@ -347,11 +350,7 @@ class Participant:
             for peer in peers:
                 self.sessions.say_goodbye(peer)
             self.write(encode(Bye()))
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                await asyncio.wait_for(writer.drain(), 1.0)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await self._async_let_go(writer)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -359,10 +358,28 @@ class Participant:
         await self.sessions.handshakes.async_close()
         self.outbox.save()
 
+    async def _async_let_go(self, writer: asyncio.StreamWriter) -> None:
+        """After our goodbyes: our FIN once they are out, then read what still
+        comes until the relay closes (it does on our bye), at most
+        ``CLOSE_GRACE`` s each. Closing with unread input (a peer's acks keep
+        coming during a transfer) would reset the connection, and the reset
+        destroys what is still unsent: the goodbyes behind the file data, so
+        the others would see us drop instead of leave (seen by hand, 1 in 3)."""
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), CLOSE_GRACE)
+            if writer.can_write_eof():
+                self._shut = True  # nothing more is written (a late ack or answer)
+                writer.write_eof()
+            if self._task is not None:
+                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE)
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE)
+
     # ------------------------------------------------------------ I/O for the sessions
 
     def write(self, data: bytes | bytearray) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._writer is not None and not self._writer.is_closing() and not self._shut:
             self._writer.write(data)
 
     def rearm(self) -> None:
