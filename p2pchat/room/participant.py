@@ -155,6 +155,24 @@ async def connect_and_register(
     return reader, writer, welcome, early
 
 
+async def let_go(writer: asyncio.StreamWriter, reading: asyncio.Task[None] | None) -> None:
+    """After our goodbyes and bye: our FIN once they are out, then ``reading``
+    (the reader task) reads what still comes until the relay closes (it does
+    on our bye), at most ``CLOSE_GRACE`` s each. Closing with unread input (a
+    peer's acks keep coming during a transfer) would reset the connection,
+    and the reset destroys what is still unsent: the goodbyes behind the file
+    data, so the others would see us drop instead of leave (seen by hand)."""
+    with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+        await asyncio.wait_for(writer.drain(), CLOSE_GRACE)
+        if writer.can_write_eof():
+            writer.write_eof()
+        if reading is not None:
+            await asyncio.wait_for(asyncio.shield(reading), CLOSE_GRACE)
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE)
+
+
 class Participant:
     """One participant's connection to a relay and its end-to-end sessions."""
 
@@ -193,7 +211,7 @@ class Participant:
         self._early: list[object] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._shut = False  #: our FIN is sent (leaving): nothing more to write
+        self._shut = False  #: our bye is written (leaving): nothing is written after it
         self._relay_said = ""  #: the relay's error frame, if it sent one after we registered
         self.my_id: int | None = None
         self.host_id: int | None = None
@@ -350,31 +368,14 @@ class Participant:
             for peer in peers:
                 self.sessions.say_goodbye(peer)
             self.write(encode(Bye()))
-            await self._async_let_go(writer)
+            self._shut = True  # nothing after the bye: a late ack has nobody to go to
+            await let_go(writer, self._task)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task  # its failure was reported when it happened
         await self.sessions.handshakes.async_close()
         self.outbox.save()
-
-    async def _async_let_go(self, writer: asyncio.StreamWriter) -> None:
-        """After our goodbyes: our FIN once they are out, then read what still
-        comes until the relay closes (it does on our bye), at most
-        ``CLOSE_GRACE`` s each. Closing with unread input (a peer's acks keep
-        coming during a transfer) would reset the connection, and the reset
-        destroys what is still unsent: the goodbyes behind the file data, so
-        the others would see us drop instead of leave (seen by hand, 1 in 3)."""
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            await asyncio.wait_for(writer.drain(), CLOSE_GRACE)
-            if writer.can_write_eof():
-                self._shut = True  # nothing more is written (a late ack or answer)
-                writer.write_eof()
-            if self._task is not None:
-                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE)
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE)
 
     # ------------------------------------------------------------ I/O for the sessions
 
