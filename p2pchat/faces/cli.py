@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "closed the chat; 2 bad usage or "
         "input (a line that cannot be sent), no host found, several and none named, --home "
         "unusable or used by another running p2pchat; 3 refused for trust (key mismatch, "
-        "--require-known); 4 not delivered within --timeout. README.md has every cause.",
+        "--require-known); 4 not delivered within --timeout (or when stopped); 130 "
+        "interrupted (Ctrl-C before there is a chat to leave). README.md has every cause.",
     )
     parser.add_argument("--version", action="version", version=f"p2pchat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
