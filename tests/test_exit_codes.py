@@ -404,6 +404,30 @@ def test_130_interrupted_before_there_is_a_chat(
     last_line(alice.stderr, "^p2pchat: interrupted$")
 
 
+def test_130_interrupted_while_doctor_browses(tmp_path: Path) -> None:
+    """Ctrl-C in a command with no chat at all: 130, not 0 ("a host was found")."""
+    child = subprocess.Popen(
+        p2pchat_cmd("doctor", "--timeout", "60", "--home", tmp_path / "home", *LOOPBACK),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=base_env(),
+        # Python takes Ctrl-C only if it was not ignored when it started (a
+        # shell's background job ignores it): the child starts with the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "interfaces:\n"  # running, handler installed
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=TIMEOUT)
+    finally:
+        child.kill()
+    assert child.returncode == 130, (out, err)
+    last_line(err, "^p2pchat: interrupted$")
+
+
 # ---------------------------------------------------------------- 4 not delivered in time
 
 
