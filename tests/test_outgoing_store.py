@@ -71,12 +71,30 @@ def test_bad_entries_are_skipped_and_the_good_ones_kept(tmp_path: Path) -> None:
     assert OutgoingBook(tmp_path / FILE_NAME, now=NOW).entries() == [entry(1)]
 
 
-def test_an_offer_again_keeps_its_first_time_so_it_still_expires(tmp_path: Path) -> None:
+def test_an_offer_again_keeps_its_time_and_only_progress_extends_it(tmp_path: Path) -> None:
+    """An offer nobody takes still expires; one that moved lives as long as the
+    receiver keeps its .part (7 days from its last write)."""
     book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
     book.add(entry(1, NOW - EXPIRY + 60))
-    book.add(entry(1, NOW))  # offered again by the next chat
+    book.add(entry(1, NOW))  # offered again by the next chat, never taken
     assert book.entries() == [entry(1, NOW - EXPIRY + 60)]
     assert OutgoingBook(tmp_path / FILE_NAME, now=NOW + 120).entries() == []
+    book.touch(entry(1).fingerprint, entry(1).transfer_id, now=NOW)  # it moved
+    assert OutgoingBook(tmp_path / FILE_NAME, now=NOW + EXPIRY - 60).entries() == [entry(1)]
+
+
+def test_a_file_name_that_is_not_utf8_is_remembered(tmp_path: Path) -> None:
+    """A name in another encoding reaches Python as surrogates: it must not
+    stop the book from being written (every later /send with it)."""
+    odd = str(Path.cwd() / "caf\udce9.txt")  # b"caf\xe9.txt" as os.fsdecode gives it
+    book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
+    book.add(entry(1, path=odd))
+    book.add(entry(2))
+    assert book.holds(entry(2).fingerprint, entry(2).transfer_id)
+    assert OutgoingBook(tmp_path / FILE_NAME, now=NOW).entries() == [
+        entry(1, path=odd),
+        entry(2),
+    ]
 
 
 def test_forgetting_a_key_drops_its_transfers_only(tmp_path: Path) -> None:
@@ -107,7 +125,7 @@ def test_what_is_written_can_be_read_back_whole(tmp_path: Path) -> None:
     book = OutgoingBook(tmp_path / FILE_NAME, now=NOW)
     book.add(entry(1, path=str(Path.cwd() / ("x" * 5000))))  # too long to read back
     assert book.entries() == []
-    long = str(Path.cwd() / ("ü" * 4000))
+    long = str(Path.cwd() / ("ü" * 2000))
     for i in range(MAX_ENTRIES):  # 64 long non-ASCII paths: over 256 KiB as JSON
         book.add(entry(i, NOW - 1000 + i, path=long))
     assert (tmp_path / FILE_NAME).stat().st_size <= 256 * 1024

@@ -218,7 +218,11 @@ class Sending:
             if out.link == link:
                 out.link = None
                 out.gen += 1
-                out.machine.detach()
+                m = out.machine
+                m.detach()
+                if self.book is not None and self.remember and m.acked > m.start:
+                    # the receiver's .part was written to: it keeps it 7 days from now
+                    self.book.touch(out.peer.fingerprint, m.transfer_id)
                 self._progress(out, now, paused=True, why=why)
                 other = self._link_for(out.peer.fingerprint)
                 if other is not None:

@@ -9,7 +9,7 @@ and a key that is new again gets nothing by itself.
 
 Only our own offers are written here, never anything a peer sends, so no peer
 can grow the file; it is bounded anyway (:data:`MAX_ENTRIES`, the newest
-kept) and entries whose first offer is older than the receiver's .part
+kept) and entries that made no progress for longer than the receiver's .part
 expiry are dropped (the receiver has thrown the .part away by then). It is written atomically, 0600;
 a broken file is ignored (and rewritten), never fatal: it only costs an
 automatic resume.
@@ -93,9 +93,10 @@ class OutgoingBook:
         return self._saved and (fingerprint, transfer_id) in self._entries
 
     def add(self, entry: Remembered) -> None:
-        """Remember ``entry`` (an offer again keeps the first offer's time, so
-        that it still expires with the receiver's .part). Paths too long to
-        read back are not remembered."""
+        """Remember ``entry``. An offer again keeps the time it had: only
+        progress (:meth:`touch`) keeps it longer, as the receiver's .part
+        expires from its last write; an offer nobody takes still expires.
+        Paths too long to read back are not remembered."""
         old = self._entries.pop(entry.key, None)
         if old is not None:
             entry = replace(entry, when=old.when)
@@ -104,6 +105,14 @@ class OutgoingBook:
         while len(self._entries) > MAX_ENTRIES:
             del self._entries[next(iter(self._entries))]
         self._write()
+
+    def touch(self, fingerprint: bytes, transfer_id: bytes, now: float | None = None) -> None:
+        """The transfer moved (the receiver wrote to its .part, which it keeps
+        for its expiry from then): it is kept as long from now."""
+        entry = self._entries.get((fingerprint, transfer_id))
+        if entry is not None:
+            self._entries[entry.key] = replace(entry, when=time.time() if now is None else now)
+            self._write()
 
     def remove(self, fingerprint: bytes, transfer_id: bytes) -> None:
         if self._entries.pop((fingerprint, transfer_id), None) is not None:
@@ -133,11 +142,12 @@ class OutgoingBook:
             }
             for e in self._entries.values()
         ]
-        data = json.dumps({"outgoing": rows}, indent=1, ensure_ascii=False).encode("utf-8")
+        # ASCII, escaped: a file name that is not UTF-8 (surrogates) stays writable
+        data = json.dumps({"outgoing": rows}, indent=1).encode("ascii")
         while len(data) > _MAX_FILE:  # what _read would cut: the oldest go first
             del self._entries[next(iter(self._entries))]
             rows.pop(0)
-            data = json.dumps({"outgoing": rows}, indent=1, ensure_ascii=False).encode("utf-8")
+            data = json.dumps({"outgoing": rows}, indent=1).encode("ascii")
         try:
             write_private(self.path, data)
         except (OSError, P2PChatError) as exc:  # a read-only home: no automatic resume
