@@ -404,6 +404,24 @@ def test_130_interrupted_before_there_is_a_chat(
     last_line(alice.stderr, "^p2pchat: interrupted$")
 
 
+def test_130_interrupted_while_waiting_for_the_hosts_session(procs: ProcPool) -> None:
+    """Ctrl-C after the relay took us but before the host's secure session:
+    130 and nothing else said; the join leaves in order (it used to add that
+    "the host's relay closed the connection", which it had not)."""
+    silent = Proc(
+        [sys.executable, str(Path(__file__).with_name("silent_host.py")), str(procs.home("bob"))],
+        name="silent-host",
+    )
+    procs.procs.append(silent)
+    port = int(silent.wait_for_line("stdout", r"^\d+$"))
+    alice = start_join(procs, procs.home("alice"), "--connect", f"127.0.0.1:{port}")
+    alice.wait_for_line("stderr", rf"^p2pchat: connected to 127\.0\.0\.1:{port}$")
+    alice.popen.send_signal(signal.SIGINT)
+    assert alice.wait(TIMEOUT) == 130, alice.describe()
+    last_line(alice.stderr, "^p2pchat: interrupted$")
+    assert not any("closed" in ln or "lost" in ln for ln in alice.stderr), alice.describe()
+
+
 def test_130_interrupted_while_doctor_browses(tmp_path: Path) -> None:
     """Ctrl-C in a command with no chat at all: 130, not 0 ("a host was found")."""
     child = subprocess.Popen(

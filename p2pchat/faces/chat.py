@@ -41,19 +41,26 @@ if TYPE_CHECKING:
 #: the downloads directory's override, as P2PCHAT_HOME is the home's
 ENV_DOWNLOADS = "P2PCHAT_DOWNLOADS"
 
-__all__ = ["install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
+__all__ = ["INTERRUPT", "install_stop", "interactive", "run_host", "run_join", "stdin_lines"]
+
+
+#: The message of the cancellation that interrupts a command (see install_stop).
+INTERRUPT = "p2pchat: interrupted"
 
 
 def install_stop(room: Room) -> asyncio.Event:
     """An event that SIGINT and SIGTERM set (POSIX; elsewhere Ctrl-C raises as
     usual), waking whoever waits on the room. Before the room has started
     (looking for the host, connecting, a picker) there is nothing to leave:
-    the command is interrupted at once (``KeyboardInterrupt``, exit 130)."""
+    the command's task is cancelled with :data:`INTERRUPT` (the CLI exits
+    130); the room leaves in order on the way out, nothing else is cut."""
     stop = asyncio.Event()
+    command = asyncio.current_task()
 
     def on_signal() -> None:
-        if not room.started:
-            raise KeyboardInterrupt  # out of the loop; the room is cleaned up on the way
+        if not room.started and command is not None:
+            command.cancel(INTERRUPT)
+            return
         stop.set()
         room.bus.notify()
 

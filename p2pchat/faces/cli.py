@@ -479,6 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # was done or found, and 0 would say it was
         print("p2pchat: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except asyncio.CancelledError as exc:
+        from p2pchat.faces.chat import INTERRUPT
+
+        if exc.args != (INTERRUPT,):  # not ours: a bug, with its traceback
+            raise
+        print("p2pchat: interrupted", file=sys.stderr)  # (before a chat: see install_stop)
+        return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # ours and OSError become one line; anything else re-raises
         line, code = describe_error(exc)
         print(f"p2pchat: {line}", file=sys.stderr)

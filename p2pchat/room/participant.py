@@ -391,7 +391,7 @@ class Participant:
 
     async def _run(self) -> None:
         assert self._reader is not None
-        reason, clean = "", True
+        reason, clean, cancelled = "", True, False
         try:
             for frame in self._early:
                 await self._handle(frame)
@@ -412,12 +412,15 @@ class Participant:
         except Exception as exc:  # a bug: say so, with the traceback in the log
             reason, clean = f"internal error ({exc.__class__.__name__}); see the log", False
             log.error("participant: unexpected error", exc_info=True)
+        except asyncio.CancelledError:  # the process is going down: nothing was lost
+            cancelled = True
+            raise
         finally:
             if self._writer is not None:
                 self._writer.close()
             if not reason:  # a plain end of the stream
                 reason, clean = self._why_closed()
-            if not self._closing:
+            if not self._closing and not cancelled:
                 self._mark_disconnected(reason, clean)
             self.bus.notify()
 
