@@ -256,6 +256,8 @@ class Sessions:
 
     def send_app(self, peer: Peer, msg: AppMessage) -> None:
         assert peer.result is not None
+        if peer.result.sender.closed:  # we said goodbye: nothing more goes out
+            return
         body = encode_app(msg)
         head = send_head(peer.info.peer_id, record_size(len(body)))
         self.owner.write(peer.result.sender.seal_after(head, body))
