@@ -114,3 +114,42 @@ async def test_bad_names_and_addresses_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(DiscoveryError, match="no host named 'nobody-here'"):
         async with nobody:
             pass
+
+
+async def test_leaving_while_messages_keep_coming_seals_nothing_after_the_goodbye(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """alice (no durable outbox: acks go at once) leaves while bob keeps
+    sending: what arrives after her goodbye is not answered. Answering raised
+    in her reader ("cannot seal: this direction was closed"), which then died
+    and closed the connection with input unread."""
+    import asyncio
+
+    async with _host(tmp_path) as bob:
+        assert bob.hosting is not None
+        left = []
+        bob.bus.add_sink(lambda e: left.append(e) if isinstance(e, p2pchat.PeerLeft) else None)
+        alice = _join(tmp_path, bob.hosting.port, durable=False)
+        got: list[p2pchat.Event] = []
+        alice.bus.add_sink(
+            lambda e: got.append(e) if isinstance(e, p2pchat.MessageReceived) else None
+        )
+        await alice.start()
+        assert await bob.wait_for(lambda: any(m.secure for m in bob.members), 10)
+        going = True
+
+        async def chatter() -> None:
+            n = 0
+            while going and n < 20_000:  # bounded
+                await bob.send(f"m{n}")
+                n += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(chatter())
+        assert await alice.wait_for(lambda: len(got) >= 50, 10)  # a stream is under way
+        await alice.leave()
+        going = False
+        await task
+        assert await bob.wait_for(lambda: bool(left), 5)
+    assert not any("cannot seal" in r.getMessage() for r in caplog.records), caplog.text
+    assert left[0].clean, left
