@@ -330,7 +330,7 @@ class Outbox:
 
     def _snapshot(self, complete: bool) -> tuple[dict[str, Any], float | None]:
         """On the loop: what to write, cheaply (the per-peer id lists are cached
-        until they change), and when to come back for the messages left out."""
+        until they change), and when the messages left out are due on disk."""
         now = time.time()
         kept: list[list[Any]] = []
         young: float | None = None
@@ -345,8 +345,7 @@ class Outbox:
             "seen_new": {fp: self._ids(fp, ids) for fp, ids in self._seen_new.items()},
             "last_known": sorted(self._last_known),
         }
-        later = None if young is None else max(SAVE_DELAY, young + PERSIST_AFTER - time.time())
-        return state, later
+        return state, None if young is None else young + PERSIST_AFTER
 
     def _ids(self, fp: bytes, ids: OrderedDict[bytes, None]) -> _Packed:
         snap = self._snap.get(fp)

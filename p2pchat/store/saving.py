@@ -54,8 +54,8 @@ MAX_ACK_WAIT: Final = 0.25
 _SEAL_CHUNK: Final = 256 * 1024
 
 #: ``snapshot(complete)``: the state to write (never mutated afterwards), and
-#: when it left something out to be written later, the time to come back
-#: (seconds from now), else None
+#: when it left something out to be written later, the wall-clock time it is
+#: due (``time.time()``), else None
 Snapshot = Callable[[bool], tuple[Any, "float | None"]]
 
 
@@ -181,7 +181,7 @@ class Saver:
             log.warning("outbox: cannot save %s: %s", self.path, error)
             self._dirty = True
         if later is not None:
-            self.changed(later)
+            self.changed(max(SAVE_DELAY, later - time.time()))
         if error is None:
             self._saved_gen = max(self._saved_gen, gen)
         if self._saved_gen >= self._gen:  # (a blocking save may have covered more)
@@ -225,13 +225,13 @@ class Saver:
         else:
             self._saved_gen = max(self._saved_gen, gen)
         if later is not None:
-            self.changed(later)
+            self.changed(max(SAVE_DELAY, later - time.time()))
         self._notify()
 
     def _snapshot(self, complete: bool) -> tuple[int, int, Any, float | None]:
         """On the loop: the owner's snapshot, numbered; clears the dirty mark.
         Returns the save's sequence number, the generation it covers, the
-        state, and when to save again for what it left out (or None)."""
+        state, and when what it left out is due (or None)."""
         state, later = self._snapshot_state(complete)
         self._dirty = False
         self._seq += 1
