@@ -138,11 +138,9 @@ class Sending:
     ) -> None:
         """``emit`` publishes an event, ``touch`` notes a change, ``link_for``
         finds a session with a peer (by fingerprint); ``limit_rate`` caps what
-        we send, in bytes per second (read before every chunk). ``book``, if
-        given, remembers every unfinished transfer (offered again by the next
-        run: :mod:`p2pchat.store.outgoing`); with ``remember=False`` (a one-shot
-        ``p2pchat send``) nothing new is written there, but what this run
-        finishes is still crossed off, so that no later chat offers it again."""
+        we send, in bytes per second (read before every chunk). ``book``
+        remembers every unfinished transfer for the next run (``remember=False``,
+        a one-shot send: it only crosses off what this run finishes)."""
         self._emit = emit
         self._touch = touch
         self._link_for = link_for
