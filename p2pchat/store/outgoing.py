@@ -85,9 +85,6 @@ class OutgoingBook:
             e for e in self._entries.values() if fingerprint is None or e.fingerprint == fingerprint
         ]
 
-    def get(self, fingerprint: bytes, transfer_id: bytes) -> Remembered | None:
-        return self._entries.get((fingerprint, transfer_id))
-
     def holds(self, fingerprint: bytes, transfer_id: bytes) -> bool:
         """The transfer is remembered on disk: the next chat offers it again."""
         return self._saved and (fingerprint, transfer_id) in self._entries
